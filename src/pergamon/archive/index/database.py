@@ -1,0 +1,85 @@
+"""Opening the index database and bringing its schema up to date with Alembic.
+
+What differs between SQLite and PostgreSQL lives here: SQLite gets WAL with synchronous=FULL
+(a committed row survives power loss), a busy timeout, case-sensitive LIKE (PS3.4 matching is
+case-sensitive except where Pergamon normalises, see `archive.query`) and one in-process write
+lock, since SQLite has a single writer anyway and waiting on a lock is cheaper than retrying
+SQLITE_BUSY. PostgreSQL writers run concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Database:
+    """An engine plus the write discipline of its dialect."""
+
+    def __init__(self, url: str, *, pool_size: int = 8, connect_args: dict[str, Any] | None = None) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 60, **(connect_args or {})}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size * 4,
+                pool_pre_ping=True,
+                connect_args=connect_args or {},
+            )
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction for writing; committed on normal exit, rolled back on error."""
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (its own transaction, never committed)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest Alembic revision (creating it on an empty database)."""
+        with self.engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA case_sensitive_like=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()

@@ -1,0 +1,199 @@
+"""Adding and removing instances in the index, keeping counts and study summaries current.
+
+Each function runs inside the caller's transaction. Rows are created with INSERT ... ON CONFLICT
+DO NOTHING and then read back, so concurrent stores of the same study on PostgreSQL neither fail
+nor double-count; counters are bumped before summaries are recomputed, which takes the parent
+row's lock first and makes the recomputation see every committed sibling.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pergamon.archive.index.schema import instance, patient, series, study
+from pergamon.archive.model import ObjectRecord
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """Where and how the object's bytes were stored."""
+
+    key: str
+    size: int
+    sha256: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class ExistingInstance:
+    """What the index holds for a SOP Instance UID before a store."""
+
+    pk: int
+    blob_key: str
+    series_fk: int
+
+
+def find_instance(conn: Connection, sop_uid: str) -> ExistingInstance | None:
+    """The index row of a SOP Instance UID, if any."""
+    row = conn.execute(
+        select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(instance.c.sop_uid == sop_uid)
+    ).first()
+    return ExistingInstance(row.pk, row.blob_key, row.series_fk) if row else None
+
+
+def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin: dict[str, Any]) -> str | None:
+    """Index one stored object; a row already holding its SOP Instance UID is replaced.
+
+    Returns the blob key of the replaced object (for the caller to delete after commit), or None.
+    """
+    now = time.time()
+    patient_pk = _ensure_row(
+        conn,
+        patient,
+        {"patient_id": record.patient.columns["patient_id"], "issuer": record.patient.columns["issuer"]},
+        {**record.patient.columns, "attrs": json.dumps(record.patient.attrs), "num_studies": 0},
+        now,
+    )
+    study_uid = record.study.columns["study_uid"]
+    study_pk, new_study = _ensure_row_flag(
+        conn,
+        study,
+        {"study_uid": study_uid},
+        {
+            **record.study.columns,
+            "patient_fk": patient_pk,
+            "attrs": json.dumps(record.study.attrs),
+            "num_series": 0,
+            "num_instances": 0,
+        },
+        now,
+    )
+    if new_study:
+        conn.execute(update(patient).where(patient.c.pk == patient_pk).values(num_studies=patient.c.num_studies + 1))
+    series_pk, new_series = _ensure_row_flag(
+        conn,
+        series,
+        {"series_uid": record.series.columns["series_uid"]},
+        {**record.series.columns, "study_fk": study_pk, "attrs": json.dumps(record.series.attrs), "num_instances": 0},
+        now,
+    )
+
+    replaced = find_instance(conn, record.instance.columns["sop_uid"])
+    if replaced is not None:
+        _remove_instance_row(conn, replaced)
+
+    conn.execute(
+        instance.insert().values(
+            **record.instance.columns,
+            series_fk=series_pk,
+            transfer_syntax=blob.transfer_syntax,
+            blob_key=blob.key,
+            size=blob.size,
+            sha256=blob.sha256,
+            attrs=json.dumps(record.instance.attrs),
+            origin=json.dumps(origin),
+            created_at=now,
+        )
+    )
+    conn.execute(update(series).where(series.c.pk == series_pk).values(num_instances=series.c.num_instances + 1, updated_at=now))
+    conn.execute(
+        update(study)
+        .where(study.c.pk == study_pk)
+        .values(
+            num_instances=study.c.num_instances + 1,
+            num_series=study.c.num_series + (1 if new_series else 0),
+            updated_at=now,
+        )
+    )
+    _refresh_study_summary(conn, study_pk, record.instance.columns["sop_class_uid"], new_series)
+    if replaced is not None:
+        _drop_empty_parents(conn, replaced.series_fk)
+    return replaced.blob_key if replaced else None
+
+
+def remove_instance(conn: Connection, sop_uid: str) -> str | None:
+    """Remove an instance from the index; returns its blob key for deletion after commit."""
+    existing = find_instance(conn, sop_uid)
+    if existing is None:
+        return None
+    _remove_instance_row(conn, existing)
+    _drop_empty_parents(conn, existing.series_fk)
+    return existing.blob_key
+
+
+def _remove_instance_row(conn: Connection, existing: ExistingInstance) -> None:
+    conn.execute(delete(instance).where(instance.c.pk == existing.pk))
+    study_fk = conn.execute(select(series.c.study_fk).where(series.c.pk == existing.series_fk)).scalar_one()
+    conn.execute(update(series).where(series.c.pk == existing.series_fk).values(num_instances=series.c.num_instances - 1))
+    conn.execute(update(study).where(study.c.pk == study_fk).values(num_instances=study.c.num_instances - 1))
+
+
+def _drop_empty_parents(conn: Connection, series_pk: int) -> None:
+    """Delete a series left without instances, then its study and patient if they became empty."""
+    row = conn.execute(select(series.c.num_instances, series.c.study_fk).where(series.c.pk == series_pk)).first()
+    if row is None or row.num_instances > 0:
+        return
+    conn.execute(delete(series).where(series.c.pk == series_pk))
+    conn.execute(update(study).where(study.c.pk == row.study_fk).values(num_series=study.c.num_series - 1))
+    _refresh_study_summary(conn, row.study_fk, None, True)
+    study_row = conn.execute(select(study.c.num_series, study.c.patient_fk).where(study.c.pk == row.study_fk)).first()
+    if study_row is None or study_row.num_series > 0:
+        return
+    conn.execute(delete(study).where(study.c.pk == row.study_fk))
+    conn.execute(update(patient).where(patient.c.pk == study_row.patient_fk).values(num_studies=patient.c.num_studies - 1))
+    left = conn.execute(select(patient.c.num_studies).where(patient.c.pk == study_row.patient_fk)).scalar_one()
+    if left <= 0:
+        conn.execute(delete(patient).where(patient.c.pk == study_row.patient_fk))
+
+
+def _refresh_study_summary(conn: Connection, study_pk: int, sop_class: str | None, series_changed: bool) -> None:
+    """Keep Modalities in Study and SOP Classes in Study (PS3.4 C.6.2.1.2) current."""
+    values: dict[str, Any] = {}
+    if series_changed:
+        modalities = conn.execute(
+            select(series.c.modality).where(series.c.study_fk == study_pk, series.c.modality.is_not(None)).distinct()
+        ).scalars()
+        values["modalities"] = "\\".join(sorted(m for m in modalities if m)) or None
+    current = conn.execute(select(study.c.sop_classes).where(study.c.pk == study_pk)).scalar_one_or_none()
+    known = set(current.split("\\")) if current else set()
+    if sop_class is None:
+        classes = conn.execute(
+            select(instance.c.sop_class_uid).join(series, series.c.pk == instance.c.series_fk).where(series.c.study_fk == study_pk).distinct()
+        ).scalars()
+        values["sop_classes"] = "\\".join(sorted(classes)) or None
+    elif sop_class not in known:
+        values["sop_classes"] = "\\".join(sorted(known | {sop_class}))
+    if values:
+        conn.execute(update(study).where(study.c.pk == study_pk).values(**values))
+
+
+def _ensure_row(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], now: float) -> int:
+    return _ensure_row_flag(conn, table, key, values, now)[0]
+
+
+def _ensure_row_flag(
+    conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], now: float
+) -> tuple[int, bool]:
+    """Insert the row unless one with `key` exists; return its pk and whether it was created."""
+    dialect = conn.dialect.name
+    row = {**values, **key, "created_at": now, "updated_at": now}
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_fn(table).values(**row).on_conflict_do_nothing(index_elements=list(key))
+    result = conn.execute(statement)
+    created = result.rowcount == 1
+    pk = conn.execute(select(table.c.pk).where(*(table.c[k] == v for k, v in key.items()))).scalar_one()
+    return pk, created
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Numbers of patients, studies, series and instances (for health and tests)."""
+    return {
+        name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+        for name, table in (("patients", patient), ("studies", study), ("series", series), ("instances", instance))
+    }

@@ -1,0 +1,141 @@
+"""Ingest: the one path by which an object enters the archive (C-STORE, import, later STOW-RS).
+
+The object is kept bit for bit as received: its header is read once (never the pixel data), its
+bytes are fsynced into the blob store, and only then is the index row committed. A success
+returned from `store_file` therefore means durable. If anything fails after the blob was written,
+the blob is removed again, so nothing half-stored remains.
+
+References: PS3.4 Annex B (Storage Service Class); IHE RAD TF-2 RAD-8 and its siblings.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from pergamon.archive import errors
+from pergamon.archive.events import InstanceStored
+from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
+from pergamon.archive.model import split_levels
+from pergamon.archive.origin import Origin
+
+if TYPE_CHECKING:
+    from pergamon.archive.service import Archive
+
+log = logging.getLogger(__name__)
+
+DuplicatePolicy = Literal["replace", "ignore", "reject"]
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class StoreOutcome(enum.Enum):
+    """What a store did; doors map it to their own success or warning status."""
+
+    STORED = "stored"
+    REPLACED = "replaced"
+    DUPLICATE_IGNORED = "duplicate-ignored"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: StoreOutcome
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+
+
+def store_file(
+    archive: Archive,
+    path: Path,
+    origin: Origin,
+    *,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+    move: bool = False,
+) -> StoreResult:
+    """Store the Part-10 file at `path`; with `move`, the file is taken over instead of copied.
+
+    Raises:
+        errors.InvalidDataset: the file is not a readable DICOM object or lacks a required UID.
+        errors.SOPClassMismatch / errors.SOPInstanceMismatch: it is not what the command announced.
+        errors.Conflict: the SOP Instance UID is already stored and the policy is `reject`.
+        errors.StorageFull: no space left for it.
+    """
+    try:
+        header = dcmread(path, stop_before_pixels=True, defer_size=1024)
+        record = split_levels(header)
+        transfer_syntax = str(header.file_meta.TransferSyntaxUID)
+    except (InvalidDicomError, ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
+        raise errors.InvalidDataset(f"not a readable DICOM object: {exc}") from exc
+    except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
+        raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
+
+    missing = [kw for kw in _REQUIRED if not header.get(kw)]
+    if missing:
+        raise errors.InvalidDataset(f"missing required attribute(s): {', '.join(missing)}")
+    sop_class = str(header.SOPClassUID)
+    sop_instance = str(header.SOPInstanceUID)
+    if expected_sop_class and sop_class != expected_sop_class:
+        raise errors.SOPClassMismatch(
+            f"dataset SOP Class UID {sop_class} differs from the command's {expected_sop_class}"
+        )
+    if expected_sop_instance and sop_instance != expected_sop_instance:
+        raise errors.SOPInstanceMismatch(
+            f"dataset SOP Instance UID {sop_instance} differs from the command's {expected_sop_instance}"
+        )
+    study_uid = str(header.StudyInstanceUID)
+    series_uid = str(header.SeriesInstanceUID)
+
+    policy: DuplicatePolicy = archive.settings.dicom.duplicate_policy  # type: ignore[assignment]
+    if policy != "replace":
+        with archive.db.read() as conn:
+            exists = find_instance(conn, sop_instance) is not None
+        if exists and policy == "ignore":
+            log.info("duplicate %s ignored (policy ignore)", sop_instance)
+            return StoreResult(StoreOutcome.DUPLICATE_IGNORED, sop_class, sop_instance, study_uid, series_uid)
+        if exists:
+            raise errors.Conflict(f"SOP Instance {sop_instance} is already stored (duplicate policy: reject)")
+
+    size, digest = _size_and_digest(path)
+    key = archive.blobs.put_file(path, move=move)
+    blob = BlobInfo(key=key, size=size, sha256=digest, transfer_syntax=transfer_syntax)
+    try:
+        with archive.db.write() as conn:
+            replaced_key = add_instance(conn, record, blob, origin.as_dict())
+    except BaseException:
+        archive.blobs.delete(key)
+        raise
+    if replaced_key is not None and replaced_key != key:
+        archive.blobs.delete(replaced_key)
+    outcome = StoreOutcome.REPLACED if replaced_key else StoreOutcome.STORED
+    archive.bus.emit(
+        InstanceStored(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            patient_id=record.patient.columns["patient_id"],
+            origin=origin,
+            replaced=replaced_key is not None,
+        )
+    )
+    return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid)
+
+
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of the file, read in 1 MiB chunks (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()

@@ -1,0 +1,240 @@
+"""Which attribute belongs to which level of the patient / study / series / instance model.
+
+PS3.4 C.6 defines the keys of each Query/Retrieve level; a PACS also keeps the attributes users
+expect at study and series level (description, institution, request attributes). `split_levels`
+turns one stored object's header into the four levels' attribute sets, as DICOM JSON ready for
+the index, without ever touching bulk data.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.tag import BaseTag
+
+from pergamon.archive.index.schema import INDEXED_KEYS, Level
+from pergamon.archive.query import normalize
+
+PATIENT_KEYWORDS = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
+        "TypeOfPatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientSex",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "EthnicGroup",
+        "PatientComments",
+        "PatientSpeciesDescription",
+        "PatientSpeciesCodeSequence",
+        "PatientBreedDescription",
+        "ResponsiblePerson",
+        "ResponsiblePersonRole",
+        "ResponsibleOrganization",
+        "PatientIdentityRemoved",
+        "DeidentificationMethod",
+    }
+)
+
+STUDY_KEYWORDS = frozenset(
+    {
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "IssuerOfAccessionNumberSequence",
+        "StudyID",
+        "ReferringPhysicianName",
+        "ReferringPhysicianIdentificationSequence",
+        "StudyDescription",
+        "ProcedureCodeSequence",
+        "NameOfPhysiciansReadingStudy",
+        "PhysiciansOfRecord",
+        "AdmittingDiagnosesDescription",
+        "AdmittingDiagnosesCodeSequence",
+        "PatientAge",
+        "PatientSize",
+        "PatientWeight",
+        "Occupation",
+        "AdditionalPatientHistory",
+        "OtherStudyNumbers",
+        "ReferencedStudySequence",
+        "ReferencedPatientSequence",
+        "StudyIDIssuer",
+        "RequestingService",
+        "RequestedProcedureDescription",
+    }
+)
+
+SERIES_KEYWORDS = frozenset(
+    {
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDescriptionCodeSequence",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+        "Laterality",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "PerformedProcedureStepID",
+        "PerformedProcedureStepDescription",
+        "PerformedProtocolCodeSequence",
+        "RequestAttributesSequence",
+        "ReferencedPerformedProcedureStepSequence",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "StationName",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "DeviceSerialNumber",
+        "SoftwareVersions",
+        "ProtocolName",
+        "OperatorsName",
+        "PerformingPhysicianName",
+        "PatientPosition",
+        "AnatomicalOrientationType",
+    }
+)
+
+# Attributes never copied into the index: bulk data and trees that can reach megabytes. They stay
+# in the stored object and are read from it on retrieve.
+EXCLUDED_KEYWORDS = frozenset(
+    {
+        "PixelData",
+        "FloatPixelData",
+        "DoubleFloatPixelData",
+        "EncapsulatedDocument",
+        "WaveformSequence",
+        "ContentSequence",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+        "IconImageSequence",
+        "ROIContourSequence",
+        "StructureSetROISequence",
+        "RTROIObservationsSequence",
+        "BeamSequence",
+        "DVHSequence",
+        "FractionGroupSequence",
+        "DimensionIndexSequence",
+        "OverlayData",
+        "CurveData",
+        "AudioSampleData",
+        "SpectroscopyData",
+    }
+)
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_MAX_ELEMENT_JSON = 8192
+
+_LEVEL_OF_KEYWORD: dict[str, Level] = {
+    **{kw: Level.PATIENT for kw in PATIENT_KEYWORDS},
+    **{kw: Level.STUDY for kw in STUDY_KEYWORDS},
+    **{kw: Level.SERIES for kw in SERIES_KEYWORDS},
+}
+
+
+def level_of(keyword: str) -> Level:
+    """The level an attribute belongs to; anything not listed is an instance attribute."""
+    return _LEVEL_OF_KEYWORD.get(keyword, Level.IMAGE)
+
+
+@dataclass
+class LevelRecord:
+    """One level's share of an object: column values (normalised) and DICOM JSON of its attributes."""
+
+    columns: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectRecord:
+    """What the index keeps of one stored object, split by level."""
+
+    patient: LevelRecord
+    study: LevelRecord
+    series: LevelRecord
+    instance: LevelRecord
+
+    def of(self, level: Level) -> LevelRecord:
+        return {
+            Level.PATIENT: self.patient,
+            Level.STUDY: self.study,
+            Level.SERIES: self.series,
+            Level.IMAGE: self.instance,
+        }[level]
+
+
+def split_levels(ds: Dataset) -> ObjectRecord:
+    """Split a header (read without pixel data) into the four levels' columns and JSON attributes."""
+    record = ObjectRecord(LevelRecord(), LevelRecord(), LevelRecord(), LevelRecord())
+    for tag in list(ds.keys()):
+        if tag.group in (0x0002, 0xFFFE) or tag.is_private:
+            continue
+        raw = ds.get_item(tag)
+        if raw is None or (raw.VR in _BULK_VRS and (raw.length or 0) > 64):
+            continue  # bulk data stays in the object; reading it here would defeat deferred reading
+        keyword = keyword_for_tag(tag)
+        if not keyword or keyword in EXCLUDED_KEYWORDS or keyword == "SpecificCharacterSet":
+            continue
+        elem = ds[tag]
+        encoded = element_json(elem)
+        if encoded is None:
+            continue
+        target = record.of(level_of(keyword))
+        target.attrs[f"{tag:08X}"] = encoded
+        key = INDEXED_KEYS.get(keyword)
+        if key is not None and key.level is level_of(keyword):
+            target.columns[key.column] = normalize(key.vr, element_text(elem))
+    record.patient.columns.setdefault("patient_id", "")
+    record.patient.columns["patient_id"] = record.patient.columns["patient_id"] or ""
+    record.patient.columns["issuer"] = record.patient.columns.get("issuer") or ""
+    return record
+
+
+def element_text(elem: DataElement) -> str | None:
+    """An element's value as one DICOM string (multiple values joined with a backslash)."""
+    value = elem.value
+    if value is None or value == "":
+        return None
+    if elem.VR == "SQ":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def element_json(elem: DataElement) -> dict[str, Any] | None:
+    """DICOM JSON (PS3.18 F.2) of one element, or None when it is bulk data or too large to index."""
+    if elem.VR in _BULK_VRS:
+        length = len(elem.value) if isinstance(elem.value, (bytes, bytearray)) else 0
+        if length > 64 or elem.value is None:
+            return None
+        return {"vr": elem.VR, "InlineBinary": base64.b64encode(bytes(elem.value)).decode("ascii")}
+    try:
+        encoded = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1024)
+    except Exception:  # a value pydicom cannot express in JSON is simply not indexed
+        return None
+    if "BulkDataURI" in encoded:
+        return None
+    if elem.VR == "SQ" and len(repr(encoded)) > _MAX_ELEMENT_JSON:
+        return None
+    return encoded
+
+
+def tag_key(tag: BaseTag | int) -> str:
+    """The DICOM JSON key of a tag ('0010,0010' -> '00100010')."""
+    return f"{int(tag):08X}"

@@ -1,0 +1,81 @@
+"""The archive core as one object the doors share: settings, index, blob store and event bus.
+
+Protocol-free and synchronous (ARCHITECTURE.md): pynetdicom handlers call it from their
+association threads; async doors will call it through a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from pergamon.archive import ingest
+from pergamon.archive.events import EventBus
+from pergamon.archive.index.database import Database
+from pergamon.archive.index.writer import counts
+from pergamon.archive.origin import Origin
+from pergamon.config import Settings
+from pergamon.storage.base import BlobStore
+from pergamon.storage.filesystem import FilesystemBlobStore
+
+log = logging.getLogger(__name__)
+
+
+class Archive:
+    """Entry point of the core: `store_file`, queries (`archive.search`), retrieval (`archive.retrieve`)."""
+
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, bus: EventBus | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.bus = bus or EventBus()
+        self.temp_dir = settings.server.data_dir / "tmp"
+
+    @classmethod
+    def open(cls, settings: Settings) -> Archive:
+        """Create the data folders, connect to the index and migrate its schema."""
+        data_dir = settings.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database_url, pool_size=settings.database.pool_size)
+        db.migrate()
+        blobs = FilesystemBlobStore(settings.blob_path, fsync=settings.storage.fsync)
+        archive = cls(settings, db, blobs)
+        archive._reset_temp_dir()
+        return archive
+
+    def _reset_temp_dir(self) -> None:
+        """Remove what an interrupted transfer left in the temporary folder (never acknowledged)."""
+        if self.temp_dir.exists():
+            leftovers = list(self.temp_dir.iterdir())
+            if leftovers:
+                log.info("removing %d unfinished transfer(s) from %s", len(leftovers), self.temp_dir)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+
+    def store_file(
+        self,
+        path: Path,
+        origin: Origin,
+        *,
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+        move: bool = False,
+    ) -> ingest.StoreResult:
+        """Store one Part-10 file durably; see `ingest.store_file`."""
+        return ingest.store_file(
+            self,
+            path,
+            origin,
+            expected_sop_class=expected_sop_class,
+            expected_sop_instance=expected_sop_instance,
+            move=move,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of patients, studies, series and instances in the index."""
+        with self.db.read() as conn:
+            return counts(conn)
+
+    def close(self) -> None:
+        self.db.dispose()

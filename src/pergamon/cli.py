@@ -1,0 +1,79 @@
+"""The `pergamon` command: serve, import, config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pergamon.config import ConfigError, Settings, load_settings, markdown_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pergamon", description="Pergamon, an open PACS and VNA.")
+    parser.add_argument("--config", type=Path, default=None, help="TOML configuration file (default: none, or $PERGAMON_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the archive (DICOM listener and workers) until SIGTERM")
+    imp = sub.add_parser("import", help="index a folder tree of DICOM files through the normal ingest path")
+    imp.add_argument("paths", nargs="+", type=Path, help="files or folders to import")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in scripts)")
+    cfg = sub.add_parser("config", help="print the configuration reference or the effective settings")
+    cfg.add_argument("--markdown", action="store_true", help="print every key with its default as Markdown")
+    # Subcommands accept --config after their name too ("pergamon serve --config FILE").
+    for p in (sub.choices["serve"], imp, cfg):
+        p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.command == "config" and args.markdown:
+        sys.stdout.write(markdown_table())
+        return 0
+    config_path = args.config or (Path(os.environ["PERGAMON_CONFIG"]) if os.environ.get("PERGAMON_CONFIG") else None)
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        print(f"pergamon: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "import":
+        from pergamon.importer import run_import
+
+        return run_import(settings, args.paths, progress=not args.no_progress)
+    print(settings)
+    return 0
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.server.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # pynetdicom logs every PDU at INFO; keep its warnings and errors only unless debugging.
+    if settings.server.log_level != "DEBUG":
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> int:
+    from pergamon.runtime import Pergamon
+
+    try:
+        app = Pergamon(settings)
+    except OSError as exc:
+        logging.getLogger("pergamon").error("cannot start: %s", exc)
+        return 1
+    try:
+        app.run_until_signalled()
+    except OSError as exc:  # e.g. port already in use
+        logging.getLogger("pergamon").error("cannot start: %s", exc)
+        app.stop()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

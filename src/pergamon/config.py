@@ -1,0 +1,345 @@
+"""Typed settings from one TOML file, overridable by ``PERGAMON_*`` environment variables.
+
+Every key has a default, so Pergamon starts with no file at all. A key in the file or the
+environment that is unknown, of the wrong type or out of range stops start-up with one
+`ConfigError` line naming the key and the problem. The environment variable of a key is
+``PERGAMON_<SECTION>_<KEY>`` in upper case (``PERGAMON_DICOM_PORT=104``); list-valued keys
+(``[[dicom.remote]]``) are set in the file only. ``docs/configuration.md``, generated from the
+field descriptions below by ``pergamon config --markdown``, lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+ENV_PREFIX = "PERGAMON_"
+
+
+class ConfigError(Exception):
+    """A configuration value Pergamon cannot start with; the message names the key."""
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose description feeds the documentation and error messages."""
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    data_dir: Path = _doc(
+        "Folder holding the index (SQLite), the stored objects and temporary files.",
+        default=Path("pergamon-data"),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _doc(
+        "Minimum level of log lines written to stderr.", default="INFO"
+    )
+    shutdown_timeout: float = _doc(
+        "Seconds that running associations get to finish after SIGTERM before they are aborted.",
+        default=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class RemoteAE:
+    ae_title: str = _doc("AE title of the peer.", default="")
+    host: str = _doc("Host name or address of the peer.", default="127.0.0.1")
+    port: int = _doc("DICOM port of the peer.", default=104)
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    ae_title: str = _doc("Pergamon's own AE title (the called AE title peers must use).", default="PERGAMON")
+    host: str = _doc("Address the DICOM listener binds to.", default="0.0.0.0")
+    port: int = _doc("DICOM (DIMSE) listening port.", default=11112)
+    check_called_ae: bool = _doc(
+        "Refuse associations whose called AE title is not `ae_title`.", default=True
+    )
+    accept_unknown_callers: bool = _doc(
+        "Accept associations from any calling AE title; when false only AE titles listed in "
+        "[[dicom.remote]] may associate.",
+        default=True,
+    )
+    duplicate_policy: Literal["replace", "ignore", "reject"] = _doc(
+        "What a re-sent SOP Instance UID does: `replace` stores the new object and drops the old "
+        "one; `ignore` keeps the first and answers success; `reject` answers a failure status.",
+        default="replace",
+    )
+    max_pdu_size: int = _doc(
+        "Largest PDU Pergamon accepts (bytes, 0 = unlimited). Larger PDUs mean fewer round trips.",
+        default=0,
+    )
+    max_associations: int = _doc("Concurrent associations accepted.", default=32)
+    network_timeout: float = _doc("Seconds of network silence before an association is aborted.", default=60.0)
+    acse_timeout: float = _doc("Seconds to wait for association negotiation messages.", default=30.0)
+    dimse_timeout: float = _doc("Seconds to wait for a DIMSE message from a peer.", default=60.0)
+    remote: tuple[RemoteAE, ...] = _doc(
+        "Known peers: C-MOVE destinations, storage commitment reply addresses and, when "
+        "`accept_unknown_callers` is false, the only callers accepted. File only.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = _doc("Address the HTTP listener binds to.", default="0.0.0.0")
+    port: int = _doc("HTTP port (DICOMweb, REST API, health and metrics).", default=8080)
+
+
+@dataclass(frozen=True)
+class Hl7Settings:
+    host: str = _doc("Address the HL7 MLLP listener binds to.", default="0.0.0.0")
+    port: int = _doc("HL7 v2 MLLP listening port.", default=2575)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = _doc(
+        "SQLAlchemy URL of the index. Empty: SQLite at `<data_dir>/index.sqlite`. PostgreSQL: "
+        "`postgresql+psycopg://user@host:5432/dbname`.",
+        default="",
+    )
+    pool_size: int = _doc("Connections kept open to PostgreSQL.", default=8)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: str = _doc("Folder of stored objects. Empty: `<data_dir>/blobs`.", default="")
+    fsync: bool = _doc(
+        "fsync every stored object and its folder before acknowledging it. Turn off only for "
+        "throw-away test archives: a crash may then lose acknowledged objects.",
+        default=True,
+    )
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    pn_case_sensitive: bool = _doc(
+        "Match person names case-sensitively (PS3.4 leaves it to the SCP; most users expect not).",
+        default=False,
+    )
+    max_results: int = _doc("Most C-FIND responses per request (0 = no limit).", default=0)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    poll_interval: float = _doc("Seconds between checks of the job queue when idle.", default=1.0)
+    retry_delay: float = _doc("Seconds before the first retry of a failed job; doubles each time.", default=5.0)
+    retry_max_delay: float = _doc("Longest wait between two retries of a job, in seconds.", default=600.0)
+    max_attempts: int = _doc("Attempts before a job is marked failed (0 = retry forever).", default=0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+
+    @property
+    def database_url(self) -> str:
+        """The index URL, defaulting to SQLite inside the data folder."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.server.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def blob_path(self) -> Path:
+        """The folder of stored objects."""
+        return Path(self.storage.path) if self.storage.path else self.server.data_dir / "blobs"
+
+    def remote_ae(self, ae_title: str) -> RemoteAE | None:
+        """The configured peer with this AE title, if any."""
+        for remote in self.dicom.remote:
+            if remote.ae_title == ae_title.strip():
+                return remote
+        return None
+
+
+_PORT_KEYS = {"port"}
+_POSITIVE_KEYS = {"max_associations", "pool_size", "poll_interval", "retry_delay", "retry_max_delay"}
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any), apply ``PERGAMON_*`` overrides and validate everything.
+
+    Raises:
+        ConfigError: naming the first bad key and what is wrong with it.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    env = os.environ if environ is None else environ
+    _apply_environment(raw, env)
+    return _build(Settings, raw, "")
+
+
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Copy ``PERGAMON_SECTION_KEY`` variables into the raw tree (as strings, parsed later)."""
+    known: dict[str, tuple[str, str]] = {}
+    for section in dataclasses.fields(Settings):
+        for key in dataclasses.fields(_section_type(section)):
+            known[f"{ENV_PREFIX}{section.name}_{key.name}".upper()] = (section.name, key.name)
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ("PERGAMON_CONFIG",):
+            continue
+        if name.startswith("PERGAMON_TEST_"):
+            continue
+        if name not in known:
+            raise ConfigError(f"environment variable {name}: not a Pergamon setting")
+        section, key = known[name]
+        raw.setdefault(section, {})[key] = _EnvString(value)
+
+
+class _EnvString(str):
+    """A value that came from the environment: parsed from text rather than TOML-typed."""
+
+
+def _section_type(section: dataclasses.Field[Any]) -> type[Any]:
+    hints = typing.get_type_hints(Settings)
+    return typing.cast(type[Any], hints[section.name])
+
+
+def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
+    """Construct dataclass `cls` from a TOML table, checking keys and types."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            values[f.name] = _convert(hints[f.name], raw[f.name], f"{prefix}{f.name}")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    """Check and convert one value to the field's type; env strings are parsed."""
+    origin = get_origin(hint)
+    from_env = isinstance(value, _EnvString)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value, f"{key}.")
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+        return tuple(_convert(item_type, item, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return str(value)
+    if hint is bool:
+        if from_env:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        number = _parse_number(int, value, key, from_env)
+        _check_range(key, number)
+        return number
+    if hint is float:
+        number = _parse_number(float, value, key, from_env)
+        _check_range(key, number)
+        return number
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a non-empty path string, got {value!r}")
+        return Path(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if key.endswith("ae_title"):
+            _check_ae_title(key, value)
+        return str(value)
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no such field yet
+        raise ConfigError(f"{key}: unsupported type")
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _parse_number(kind: type[int] | type[float], value: Any, key: str, from_env: bool) -> Any:
+    if from_env:
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int) or (kind is float and isinstance(value, float)):
+        return kind(value)
+    noun = "an integer" if kind is int else "a number"
+    raise ConfigError(f"{key}: expected {noun}, got {value!r}")
+
+
+def _check_range(key: str, number: float) -> None:
+    name = key.rsplit(".", 1)[-1]
+    if name in _PORT_KEYS and not 1 <= number <= 65535:
+        raise ConfigError(f"{key}: port must be between 1 and 65535, got {number}")
+    if name in _POSITIVE_KEYS and number <= 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {number}")
+    if number < 0:
+        raise ConfigError(f"{key}: must not be negative, got {number}")
+
+
+def _check_ae_title(key: str, value: str) -> None:
+    """PS3.5 AE VR: 1-16 characters of the default repertoire, no backslash or control chars."""
+    stripped = value.strip()
+    if key.endswith("remote.ae_title") or "remote[" in key:
+        if not stripped:
+            raise ConfigError(f"{key}: a remote AE needs an AE title")
+    if not stripped and not key.startswith("dicom.remote"):
+        raise ConfigError(f"{key}: must not be empty")
+    if len(stripped) > 16:
+        raise ConfigError(f"{key}: AE titles have at most 16 characters, got {len(stripped)}")
+    if any(ch == "\\" or ord(ch) < 32 or ord(ch) > 126 for ch in stripped):
+        raise ConfigError(f"{key}: AE titles use printable ASCII without backslash, got {value!r}")
+
+
+def describe(cls: type[Any] = Settings, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, default, environment variable, description) for every setting, for the docs."""
+    rows: list[tuple[str, str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe(typing.cast(type[Any], hint), f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        shown = "[]" if default == () else repr(default if not isinstance(default, Path) else str(default))
+        shown = shown.replace("'", '"').lower() if isinstance(default, bool) else shown.replace("'", '"')
+        env = "(file only)" if get_origin(hint) is tuple else f"{ENV_PREFIX}{prefix}{f.name}".replace(".", "_").upper()
+        rows.append((f"{prefix}{f.name}", shown, env, f.metadata.get("doc", "")))
+    return rows
+
+
+def markdown_table() -> str:
+    """The configuration reference as a Markdown table."""
+    lines = ["| key | default | environment | meaning |", "|---|---|---|---|"]
+    for key, default, env, doc in describe():
+        lines.append(f"| `{key}` | `{default}` | `{env}` | {doc} |")
+    return "\n".join(lines) + "\n"

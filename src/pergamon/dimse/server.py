@@ -1,0 +1,167 @@
+"""The DICOM listener: one pynetdicom AE with every service Pergamon offers, wired to the core.
+
+Wiring only: presentation contexts, association policy (called / calling AE titles) and one
+handler per DIMSE event, each handler living in the module named after its service.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pergamon.archive.service import Archive
+from pergamon.dimse import echo, store
+
+log = logging.getLogger(__name__)
+
+# Transfer syntaxes accepted for storage (PS3.5 Annex A; ihe-radiology.md 4.2). Objects are kept
+# in the syntax they arrive in, so accepting a syntax needs no codec.
+STORAGE_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 SV1)
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Lossy (Near-Lossless)
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component (Lossless Only)
+    "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 Multi-component
+    "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL (Lossless Only)
+    "1.2.840.10008.1.2.4.203",  # High-Throughput JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.100",  # MPEG2 Main Profile / Main Level
+    "1.2.840.10008.1.2.4.101",  # MPEG2 Main Profile / High Level
+    "1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264 High Profile / Level 4.1
+    "1.2.840.10008.1.2.4.103",  # MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1
+    "1.2.840.10008.1.2.4.104",  # MPEG-4 AVC/H.264 High Profile / Level 4.2 for 2D Video
+    "1.2.840.10008.1.2.4.105",  # MPEG-4 AVC/H.264 High Profile / Level 4.2 for 3D Video
+    "1.2.840.10008.1.2.4.106",  # MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2
+    "1.2.840.10008.1.2.4.107",  # HEVC/H.265 Main Profile / Level 5.1
+    "1.2.840.10008.1.2.4.108",  # HEVC/H.265 Main 10 Profile / Level 5.1
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old devices)
+]
+UNCOMPRESSED_TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+
+QUERY_RETRIEVE_CLASSES = (
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelGet,
+)
+
+
+def configure_pynetdicom(archive: Archive) -> None:
+    """Process-wide pynetdicom settings, changed once here at startup.
+
+    Received datasets stream to a temporary file (bounded memory for any object size), in the
+    archive's own temporary folder so the core can move them into the blob store with a rename.
+    Objects are sent from their files without decoding (bit-preserving, bounded memory).
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    tempfile.tempdir = str(archive.temp_dir)
+
+
+def build_ae(archive: Archive) -> AE:
+    """An AE with Pergamon's presentation contexts, timeouts and association policy."""
+    settings = archive.settings.dicom
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.maximum_associations = settings.max_associations
+    ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.require_called_aet = settings.check_called_ae
+    if not settings.accept_unknown_callers:
+        ae.require_calling_aet = [remote.ae_title for remote in settings.remote]
+
+    ae.add_supported_context(Verification)
+    for cx in AllStoragePresentationContexts:
+        # scp_role lets a C-GET requestor take the Storage SCP role on this association
+        # (PS3.7 D.3.3.4); plain storage senders propose no role selection and are unaffected.
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True)
+    for sop_class in QUERY_RETRIEVE_CLASSES:
+        ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+    ae.add_supported_context(StorageCommitmentPushModel, UNCOMPRESSED_TRANSFER_SYNTAXES)
+    return ae
+
+
+def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
+    """One handler per DIMSE event, each from the module of its service."""
+    bound: list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]] = [
+        (evt.EVT_C_ECHO, echo.handle_echo),
+        (evt.EVT_C_STORE, store.handle_store, [archive]),
+    ]
+    return bound
+
+
+class DicomServer:
+    """The running listener, with a graceful stop."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        configure_pynetdicom(archive)
+        self.ae = build_ae(archive)
+        self.server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        """Start listening (returns at once; associations run on their own threads)."""
+        settings = self.archive.settings.dicom
+        self.server = self.ae.start_server(
+            (settings.host, settings.port),
+            block=False,
+            evt_handlers=handlers(self.archive),  # type: ignore[arg-type]
+        )
+        log.info("DICOM listener %s on %s:%d", settings.ae_title, settings.host, settings.port)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting, give running associations `timeout` seconds to finish, then abort the rest."""
+        server = self.server
+        if server is None:
+            return
+        # socketserver's shutdown ends the accept loop; closing the socket refuses new connections.
+        stopper = threading.Thread(target=super(ThreadedAssociationServer, server).shutdown, daemon=True)
+        stopper.start()
+        stopper.join(timeout=5)
+        server.server_close()
+        deadline = time.monotonic() + timeout
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remaining = server.active_associations
+        if remaining:
+            log.warning("aborting %d association(s) still running after %.0f s", len(remaining), timeout)
+            for assoc in remaining:
+                assoc.abort()
+        else:
+            log.info("all associations finished")
+        if server in self.ae._servers:
+            self.ae._servers.remove(server)
+        self.server = None

@@ -1,0 +1,71 @@
+"""Running Pergamon as a service: start every listener and worker, stop them gracefully.
+
+SIGTERM or SIGINT stops accepting new associations, lets running ones finish within
+`server.shutdown_timeout` seconds, stops the workers and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from pergamon.archive.service import Archive
+from pergamon.config import Settings
+from pergamon.dimse.server import DicomServer
+
+log = logging.getLogger(__name__)
+
+
+class Pergamon:
+    """The archive with its doors and workers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.archive = Archive.open(settings)
+        self.dicom = DicomServer(self.archive)
+        self._stopping = threading.Event()
+        self._stoppers: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self.dicom.start()
+        for start, stop in self.archive_workers():
+            start()
+            self._stoppers.append(stop)
+        counts = self.archive.counts()
+        log.info(
+            "Pergamon ready: %d patients, %d studies, %d series, %d instances; data in %s",
+            counts["patients"],
+            counts["studies"],
+            counts["series"],
+            counts["instances"],
+            self.settings.server.data_dir.resolve(),
+        )
+
+    def archive_workers(self) -> list[tuple[Callable[[], None], Callable[[], None]]]:
+        """(start, stop) pairs of background workers; the job runner registers here."""
+        return []
+
+    def stop(self) -> None:
+        log.info("stopping: no new associations; waiting up to %.0f s for running ones", self.settings.server.shutdown_timeout)
+        self.dicom.stop(self.settings.server.shutdown_timeout)
+        for stop in reversed(self._stoppers):
+            stop()
+        self.archive.close()
+        log.info("stopped")
+
+    def run_until_signalled(self) -> None:
+        """Start, block until SIGTERM/SIGINT, then stop."""
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self._stopping.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start()
+        while not self._stopping.wait(3600):
+            pass
+        self.stop()

@@ -1,0 +1,95 @@
+"""Blob store on a local (or mounted) filesystem, durable before it returns.
+
+Layout: ``<root>/<aa>/<bb>/<uuid>.dcm``, two levels of 256 folders so no folder grows huge.
+A put writes (or moves) into the final folder under a temporary name, fsyncs the file, renames
+it into place and fsyncs the folder, so a crash leaves either nothing or a whole file; the
+index commit that follows is what makes the object part of the archive.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from pergamon.archive.errors import StorageFull
+
+
+class FilesystemBlobStore:
+    """A `BlobStore` over a folder tree."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _new_key(self) -> str:
+        name = uuid.uuid4().hex
+        return f"{name[:2]}/{name[2:4]}/{name}.dcm"
+
+    def put_file(self, source: Path, *, move: bool) -> str:
+        key = self._new_key()
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if move and _same_device(source, final.parent):
+                if self.fsync:
+                    _fsync_path(source)
+                os.replace(source, final)
+            else:
+                partial = final.with_suffix(".partial")
+                with open(source, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                    if self.fsync:
+                        dst.flush()
+                        os.fsync(dst.fileno())
+                os.replace(partial, final)
+            if self.fsync:
+                _fsync_dir(final.parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"blob store {self.root} is full") from exc
+            raise
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self.root / key, "rb")
+
+    def path(self, key: str) -> Path | None:
+        return self.root / key
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self.root / key)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def iter_keys(self) -> list[str]:
+        """Every stored key (for the orphan sweeper)."""
+        return [str(p.relative_to(self.root)) for p in self.root.glob("*/*/*.dcm")]
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

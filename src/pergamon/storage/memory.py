@@ -1,0 +1,37 @@
+"""In-memory blob store for core tests that need no disk."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+
+class MemoryBlobStore:
+    """A `BlobStore` keeping bytes in a dict."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put_file(self, source: Path, *, move: bool) -> str:
+        key = uuid.uuid4().hex
+        self.blobs[key] = source.read_bytes()
+        if move:
+            source.unlink()
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return io.BytesIO(self.blobs[key])
+        except KeyError:
+            raise FileNotFoundError(key) from None
+
+    def path(self, key: str) -> Path | None:
+        return None
+
+    def delete(self, key: str) -> None:
+        self.blobs.pop(key, None)
+
+    def exists(self, key: str) -> bool:
+        return key in self.blobs

@@ -1,0 +1,158 @@
+"""Fixtures shared by every test: settings on a temporary folder, the index database, servers.
+
+The index backend comes from PERGAMON_TEST_DB: `sqlite` (default) or `postgresql`, which uses
+PERGAMON_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test) with a
+fresh schema per test, dropped afterwards. `./run tests` runs the suite once with each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pergamon.config import DicomSettings, RemoteAE, ServerSettings, Settings, StorageSettings
+
+POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKEND = os.environ.get("PERGAMON_TEST_DB", "sqlite")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (pynetdicom's tests do the same)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dcmtk_env() -> dict[str, str]:
+    """Environment for dcmtk tools: Debian's build leaves Nagle on unless TCP_NODELAY=1 (~40 ms per message)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def require_tool(name: str) -> str:
+    """The path of a peer tool; skip without it, except on CI (PERGAMON_TEST_REQUIRE_PEERS=1) where it fails."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install dcmtk orthanc)"
+        if os.environ.get("PERGAMON_TEST_REQUIRE_PEERS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """The index URL for one test: a SQLite file, or a fresh PostgreSQL schema."""
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        return
+    if BACKEND != "postgresql":
+        raise RuntimeError(f"PERGAMON_TEST_DB must be sqlite or postgresql, not {BACKEND!r}")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Settings:
+    """Settings for a test archive on a free DICOM port, overriding [dicom] keys as given."""
+    base = Settings()
+    return dataclasses.replace(
+        base,
+        server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
+        dicom=dataclasses.replace(DicomSettings(), port=free_port(), host="127.0.0.1", remote=remotes, **dicom),
+        database=dataclasses.replace(base.database, url=database_url),
+        storage=StorageSettings(),
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "data", database_url)
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Any]:
+    """An opened archive core (no listener)."""
+    from pergamon.archive.service import Archive
+
+    core = Archive.open(settings)
+    yield core
+    core.close()
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[Any]:
+    """A running Pergamon (in this process) on the settings' free port."""
+    from pergamon.runtime import Pergamon
+
+    app = Pergamon(settings)
+    app.start()
+    yield app
+    app.stop()
+
+
+def toml_config(settings: Settings) -> str:
+    """The TOML file that gives `settings` (for servers run as a separate process)."""
+    remotes = "".join(
+        f'\n[[dicom.remote]]\nae_title = "{r.ae_title}"\nhost = "{r.host}"\nport = {r.port}\n'
+        for r in settings.dicom.remote
+    )
+    return (
+        f'[server]\ndata_dir = "{settings.server.data_dir}"\nshutdown_timeout = {settings.server.shutdown_timeout}\n'
+        f'[database]\nurl = "{settings.database.url}"\n'
+        f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
+        f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n' + remotes
+    )
+
+
+class ServerProcess:
+    """`pergamon serve` as a child process, for kill and signal tests."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.config = workdir / "pergamon.toml"
+        self.config.write_text(toml_config(settings))
+        self.log = workdir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pergamon.cli", "serve", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),  # noqa: SIM115 - closed with the process
+        )
+        wait_for_port(self.settings.dicom.port, self.proc)
+
+    def stop(self, sig: int = 15, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
