@@ -12,8 +12,10 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from pergamon.archive.jobs import JobRunner
 from pergamon.archive.service import Archive
 from pergamon.config import Settings
+from pergamon.dimse import commitment
 from pergamon.dimse.server import DicomServer
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class Pergamon:
         self.settings = settings
         self.archive = Archive.open(settings)
         self.dicom = DicomServer(self.archive)
+        self.jobs = JobRunner(self.archive.jobs, commitment.job_handlers(self.archive, self.dicom))
         self._stopping = threading.Event()
         self._stoppers: list[Callable[[], None]] = []
 
@@ -45,8 +48,8 @@ class Pergamon:
         )
 
     def archive_workers(self) -> list[tuple[Callable[[], None], Callable[[], None]]]:
-        """(start, stop) pairs of background workers; the job runner registers here."""
-        return []
+        """(start, stop) pairs of background workers."""
+        return [(self.jobs.start, self.jobs.stop)]
 
     def stop(self) -> None:
         log.info("stopping: no new associations; waiting up to %.0f s for running ones", self.settings.server.shutdown_timeout)

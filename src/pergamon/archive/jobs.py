@@ -76,6 +76,8 @@ class JobQueue:
     def __init__(self, db: Database, settings: JobSettings) -> None:
         self.db = db
         self.settings = settings
+        # Set by the runner: called after a job commits so it runs now rather than at the next poll.
+        self.wake: Callable[[], None] = lambda: None
 
     def enqueue(self, kind: str, payload: dict[str, Any], *, conn: Connection | None = None, delay: float = 0.0) -> int:
         """Add a job; inside `conn`'s transaction when given (so it commits with the caller's work)."""
@@ -89,10 +91,12 @@ class JobQueue:
             "created_at": now,
             "updated_at": now,
         }
-        if conn is not None:
+        if conn is not None:  # the caller commits, then calls `wake()`
             return int(conn.execute(job.insert().values(**values)).inserted_primary_key[0])
         with self.db.write() as own:
-            return int(own.execute(job.insert().values(**values)).inserted_primary_key[0])
+            pk = int(own.execute(job.insert().values(**values)).inserted_primary_key[0])
+        self.wake()
+        return pk
 
     def claim(self, kinds: list[str]) -> Job | None:
         """Take the next due job of one of `kinds` (pending, or running with an expired lease)."""
@@ -150,6 +154,7 @@ class JobRunner:
     def __init__(self, queue: JobQueue, handlers: dict[str, JobHandler]) -> None:
         self.queue = queue
         self.handlers = handlers
+        queue.wake = self.wake
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

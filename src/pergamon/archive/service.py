@@ -14,6 +14,7 @@ from pergamon.archive import ingest
 from pergamon.archive.events import EventBus
 from pergamon.archive.index.database import Database
 from pergamon.archive.index.writer import counts
+from pergamon.archive.jobs import JobQueue
 from pergamon.archive.origin import Origin
 from pergamon.config import Settings
 from pergamon.storage.base import BlobStore
@@ -31,6 +32,7 @@ class Archive:
         self.blobs = blobs
         self.bus = bus or EventBus()
         self.temp_dir = settings.server.data_dir / "tmp"
+        self.jobs = JobQueue(db, settings.jobs)
 
     @classmethod
     def open(cls, settings: Settings) -> Archive:

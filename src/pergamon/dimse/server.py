@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pergamon.archive.service import Archive
-from pergamon.dimse import echo, store
+from pergamon.dimse import commitment, echo, find, get, move, store
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,10 @@ def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]
     bound: list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]] = [
         (evt.EVT_C_ECHO, echo.handle_echo),
         (evt.EVT_C_STORE, store.handle_store, [archive]),
+        (evt.EVT_C_FIND, find.handle_find, [archive]),
+        (evt.EVT_C_MOVE, move.handle_move, [archive]),
+        (evt.EVT_C_GET, get.handle_get, [archive]),
+        (evt.EVT_N_ACTION, commitment.handle_n_action, [archive]),
     ]
     return bound
 
