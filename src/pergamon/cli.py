@@ -56,6 +56,7 @@ def setup_logging(settings: Settings) -> None:
     # pynetdicom logs every PDU at INFO; keep its warnings and errors only unless debugging.
     if settings.server.log_level != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings) -> int:
