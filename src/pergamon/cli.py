@@ -13,7 +13,9 @@ from pergamon.config import ConfigError, Settings, load_settings, markdown_table
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pergamon", description="Pergamon, an open PACS and VNA.")
-    parser.add_argument("--config", type=Path, default=None, help="TOML configuration file (default: none, or $PERGAMON_CONFIG)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML configuration file (default: none, or $PERGAMON_CONFIG)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the archive (DICOM listener and workers) until SIGTERM")
     imp = sub.add_parser("import", help="index a folder tree of DICOM files through the normal ingest path")

@@ -49,7 +49,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class RemoteAE:
-    ae_title: str = _doc("AE title of the peer.", default="")
+    ae_title: str = _doc("AE title of the peer (required).", default="")
     host: str = _doc("Host name or address of the peer.", default="127.0.0.1")
     port: int = _doc("DICOM port of the peer.", default=104)
 
@@ -59,9 +59,7 @@ class DicomSettings:
     ae_title: str = _doc("Pergamon's own AE title (the called AE title peers must use).", default="PERGAMON")
     host: str = _doc("Address the DICOM listener binds to.", default="0.0.0.0")
     port: int = _doc("DICOM (DIMSE) listening port.", default=11112)
-    check_called_ae: bool = _doc(
-        "Refuse associations whose called AE title is not `ae_title`.", default=True
-    )
+    check_called_ae: bool = _doc("Refuse associations whose called AE title is not `ae_title`.", default=True)
     accept_unknown_callers: bool = _doc(
         "Accept associations from any calling AE title; when false only AE titles listed in "
         "[[dicom.remote]] may associate.",
@@ -187,7 +185,15 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
     env = os.environ if environ is None else environ
     _apply_environment(raw, env)
-    return _build(Settings, raw, "")
+    settings: Settings = _build(Settings, raw, "")
+    seen: set[str] = set()
+    for i, remote in enumerate(settings.dicom.remote):
+        if not remote.ae_title:
+            raise ConfigError(f"dicom.remote[{i}].ae_title: required for every [[dicom.remote]]")
+        if remote.ae_title in seen:
+            raise ConfigError(f"dicom.remote[{i}].ae_title: {remote.ae_title} is listed twice")
+        seen.add(remote.ae_title)
+    return settings
 
 
 def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -309,11 +315,8 @@ def _check_range(key: str, number: float) -> None:
 def _check_ae_title(key: str, value: str) -> None:
     """PS3.5 AE VR: 1-16 characters of the default repertoire, no backslash or control chars."""
     stripped = value.strip()
-    if key.endswith("remote.ae_title") or "remote[" in key:
-        if not stripped:
-            raise ConfigError(f"{key}: a remote AE needs an AE title")
-    if not stripped and not key.startswith("dicom.remote"):
-        raise ConfigError(f"{key}: must not be empty")
+    if not stripped:
+        raise ConfigError(f"{key}: an AE title must not be empty")
     if len(stripped) > 16:
         raise ConfigError(f"{key}: AE titles have at most 16 characters, got {len(stripped)}")
     if any(ch == "\\" or ord(ch) < 32 or ord(ch) > 126 for ch in stripped):

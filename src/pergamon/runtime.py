@@ -52,7 +52,10 @@ class Pergamon:
         return [(self.jobs.start, self.jobs.stop)]
 
     def stop(self) -> None:
-        log.info("stopping: no new associations; waiting up to %.0f s for running ones", self.settings.server.shutdown_timeout)
+        log.info(
+            "stopping: no new associations; waiting up to %.0f s for running ones",
+            self.settings.server.shutdown_timeout,
+        )
         self.dicom.stop(self.settings.server.shutdown_timeout)
         for stop in reversed(self._stoppers):
             stop()

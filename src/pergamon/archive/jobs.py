@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 LEASE = 300.0
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """States of a job row (stored as these strings)."""
 
     PENDING = "pending"
@@ -120,7 +120,9 @@ class JobQueue:
             conn.execute(
                 update(job)
                 .where(job.c.pk == row.pk)
-                .values(state=JobState.RUNNING.value, next_run_at=now + LEASE, attempts=row.attempts + 1, updated_at=now)
+                .values(
+                    state=JobState.RUNNING.value, next_run_at=now + LEASE, attempts=row.attempts + 1, updated_at=now
+                )
             )
         return Job(row.pk, row.kind, json.loads(row.payload), row.attempts + 1)
 
@@ -133,7 +135,9 @@ class JobQueue:
         elif isinstance(result, Failed) or (
             self.settings.max_attempts and claimed.attempts >= self.settings.max_attempts
         ):
-            values.update(state=JobState.FAILED.value, last_error=result.error if not isinstance(result, Done) else None)
+            values.update(
+                state=JobState.FAILED.value, last_error=result.error if not isinstance(result, Done) else None
+            )
         else:
             delay = min(self.settings.retry_delay * 2 ** (claimed.attempts - 1), self.settings.retry_max_delay)
             delay *= random.uniform(0.8, 1.2)

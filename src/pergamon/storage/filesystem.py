@@ -8,6 +8,7 @@ index commit that follows is what makes the object part of the archive.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -62,10 +63,8 @@ class FilesystemBlobStore:
         return self.root / key
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / key)
-        except FileNotFoundError:
-            pass
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()

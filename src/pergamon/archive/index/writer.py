@@ -101,7 +101,9 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
             created_at=now,
         )
     )
-    conn.execute(update(series).where(series.c.pk == series_pk).values(num_instances=series.c.num_instances + 1, updated_at=now))
+    conn.execute(
+        update(series).where(series.c.pk == series_pk).values(num_instances=series.c.num_instances + 1, updated_at=now)
+    )
     conn.execute(
         update(study)
         .where(study.c.pk == study_pk)
@@ -130,7 +132,9 @@ def remove_instance(conn: Connection, sop_uid: str) -> str | None:
 def _remove_instance_row(conn: Connection, existing: ExistingInstance) -> None:
     conn.execute(delete(instance).where(instance.c.pk == existing.pk))
     study_fk = conn.execute(select(series.c.study_fk).where(series.c.pk == existing.series_fk)).scalar_one()
-    conn.execute(update(series).where(series.c.pk == existing.series_fk).values(num_instances=series.c.num_instances - 1))
+    conn.execute(
+        update(series).where(series.c.pk == existing.series_fk).values(num_instances=series.c.num_instances - 1)
+    )
     conn.execute(update(study).where(study.c.pk == study_fk).values(num_instances=study.c.num_instances - 1))
 
 
@@ -146,7 +150,9 @@ def _drop_empty_parents(conn: Connection, series_pk: int) -> None:
     if study_row is None or study_row.num_series > 0:
         return
     conn.execute(delete(study).where(study.c.pk == row.study_fk))
-    conn.execute(update(patient).where(patient.c.pk == study_row.patient_fk).values(num_studies=patient.c.num_studies - 1))
+    conn.execute(
+        update(patient).where(patient.c.pk == study_row.patient_fk).values(num_studies=patient.c.num_studies - 1)
+    )
     left = conn.execute(select(patient.c.num_studies).where(patient.c.pk == study_row.patient_fk)).scalar_one()
     if left <= 0:
         conn.execute(delete(patient).where(patient.c.pk == study_row.patient_fk))
@@ -164,7 +170,10 @@ def _refresh_study_summary(conn: Connection, study_pk: int, sop_class: str | Non
     known = set(current.split("\\")) if current else set()
     if sop_class is None:
         classes = conn.execute(
-            select(instance.c.sop_class_uid).join(series, series.c.pk == instance.c.series_fk).where(series.c.study_fk == study_pk).distinct()
+            select(instance.c.sop_class_uid)
+            .join(series, series.c.pk == instance.c.series_fk)
+            .where(series.c.study_fk == study_pk)
+            .distinct()
         ).scalars()
         values["sop_classes"] = "\\".join(sorted(classes)) or None
     elif sop_class not in known:
