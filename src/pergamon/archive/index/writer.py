@@ -193,10 +193,15 @@ def _ensure_row_flag(
     dialect = conn.dialect.name
     row = {**values, **key, "created_at": now, "updated_at": now}
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert_fn(table).values(**row).on_conflict_do_nothing(index_elements=list(key))
-    result = conn.execute(statement)
-    created = result.rowcount == 1
+    statement = (
+        insert_fn(table).values(**row).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.pk)
+    )
+    # RETURNING yields a row only when the insert happened (rowcount is -1 with psycopg here).
+    inserted = conn.execute(statement).scalar_one_or_none()
+    if inserted is not None:
+        return int(inserted), True
     pk = conn.execute(select(table.c.pk).where(*(table.c[k] == v for k, v in key.items()))).scalar_one()
+    created = False
     return pk, created
 
 
