@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from pergamon.config import DicomSettings, RemoteAE, ServerSettings, Settings, StorageSettings
+from pergamon.config import DicomSettings, RemoteAE, Settings, StorageSettings
 
 POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKEND = os.environ.get("PERGAMON_TEST_DB", "sqlite")
@@ -133,11 +133,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pergamon.cli", "serve", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "ab"),  # noqa: SIM115 - closed with the process
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pergamon.cli", "serve", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         wait_for_port(self.settings.dicom.port, self.proc)
 
     def stop(self, sig: int = 15, timeout: float = 30) -> int:

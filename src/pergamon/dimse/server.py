@@ -83,6 +83,7 @@ def configure_pynetdicom(archive: Archive) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     tempfile.tempdir = str(archive.temp_dir)
+    move.install_retrieve_responses()
 
 
 def build_ae(archive: Archive) -> AE:
@@ -100,9 +101,10 @@ def build_ae(archive: Archive) -> AE:
 
     ae.add_supported_context(Verification)
     for cx in AllStoragePresentationContexts:
-        # scp_role lets a C-GET requestor take the Storage SCP role on this association
-        # (PS3.7 D.3.3.4); plain storage senders propose no role selection and are unaffected.
-        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True)
+        # Accepting both roles lets a C-GET requestor take the Storage SCP role on this
+        # association (PS3.7 D.3.3.4) and still store to us if it proposed both; senders that
+        # propose no role selection are unaffected.
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in QUERY_RETRIEVE_CLASSES:
         ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel, UNCOMPRESSED_TRANSFER_SYNTAXES)
