@@ -1,38 +1,57 @@
 """Searching the index at a Query/Retrieve level: the shared back end of C-FIND and QIDO-RS.
 
 A door parses its request into a `Search` (constraints from `archive.query` plus return keys);
-`run_search` turns constraints on indexed attributes into SQL, re-checks the others in memory
-against the level's stored DICOM JSON, and yields one `Dataset` per matching entity carrying the
-requested keys, the unique keys of the levels above, and the counts PS3.4 C.6 computes.
+`run_search` turns it into one SQL query over the levels' tables and yields one `Match` per
+matching entity, in a stable order (the primary key of the queried level).
+
+Where each constraint is checked (`build_select`):
+
+- a key with an index column (`INDEXED_KEYS`) is matched in SQL, so a study query by Patient ID,
+  Study Date or Accession Number is served by the index and nothing is scanned in memory;
+- a PN key matched case-sensitively (``query.pn_case_sensitive``) is matched in SQL against the
+  case-folded column with a case-folded key, a superset, then re-checked in memory against the
+  name as stored (`attrs`), so no second column is needed;
+- any other key of a joined level (and Sequence Matching, PS3.4 C.2.2.2.6) is checked in memory
+  against the level's DICOM JSON (`attrs`), as are the computed counts of PS3.4 C.3.4;
+- a key of a level below the query level is ignored: it cannot be matched in a hierarchical query
+  (PS3.4 C.4.1.3.1.1), and ignoring it is kinder to SCUs that send them than failing.
+
+The response identifier of a match (PS3.4 C.4.1.1.3.2) holds every requested key (its stored
+value, or zero length when the entity has none), the unique keys of the query level and the
+levels above it in the information model (PS3.4 C.6.1.1 Patient Root, C.6.2.1 Study Root),
+Query/Retrieve Level, Retrieve AE Title, the computed keys asked for (Number of ... Related ...,
+Modalities in Study, SOP Classes in Study, Instance Availability), and Specific Character Set
+``ISO_IR 192`` when any returned text is outside the default repertoire: the index holds decoded
+text, so whatever character set an object arrived in, its names leave as UTF-8.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import Select, func, select
 from sqlalchemy.sql import ColumnElement
 
 from pergamon.archive.index.schema import INDEXED_KEYS, Level, instance, patient, series, study
 from pergamon.archive.model import level_of
-from pergamon.archive.query import Constraint, ConstraintKind
+from pergamon.archive.query import Constraint, ConstraintKind, normalize
 
 LEVEL_ORDER = [Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE]
 
-# Unique key of each level (PS3.4 C.6.1.1 / C.6.2.1).
 UNIQUE_KEYS = {
     Level.PATIENT: "PatientID",
     Level.STUDY: "StudyInstanceUID",
     Level.SERIES: "SeriesInstanceUID",
     Level.IMAGE: "SOPInstanceUID",
 }
+"""Unique key of each level (PS3.4 C.6.1.1.1 and C.6.2.1.1); Study Root has no Patient level."""
 
-# Attributes computed from the index rather than stored (PS3.4 C.6.1.1.x / C.6.2.1.x).
 COMPUTED_KEYS = {
     "NumberOfPatientRelatedStudies": Level.PATIENT,
     "NumberOfPatientRelatedSeries": Level.PATIENT,
@@ -43,13 +62,55 @@ COMPUTED_KEYS = {
     "SOPClassesInStudy": Level.STUDY,
     "NumberOfSeriesRelatedInstances": Level.SERIES,
 }
+"""Attributes computed from the index rather than stored (PS3.4 C.3.4), with the level they describe.
+
+They are returned (and matched) when their level is joined: at the query level or above it.
+"""
+
+INSTANCE_AVAILABILITY = "ONLINE"
+"""Instance Availability (0008,0056) of everything in the index (PS3.4 C.4.1.1.3.2)."""
 
 _TABLE = {Level.PATIENT: patient, Level.STUDY: study, Level.SERIES: series, Level.IMAGE: instance}
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _sum_of_study(column: ColumnElement[int]) -> ColumnElement[int]:
+    return select(func.coalesce(func.sum(column), 0)).where(study.c.patient_fk == patient.c.pk).scalar_subquery()
+
+
+_COMPUTED_COLUMNS: dict[str, Callable[[], ColumnElement[Any]]] = {
+    "NumberOfPatientRelatedStudies": lambda: patient.c.num_studies,
+    "NumberOfPatientRelatedSeries": lambda: _sum_of_study(study.c.num_series),
+    "NumberOfPatientRelatedInstances": lambda: _sum_of_study(study.c.num_instances),
+    "NumberOfStudyRelatedSeries": lambda: study.c.num_series,
+    "NumberOfStudyRelatedInstances": lambda: study.c.num_instances,
+    "ModalitiesInStudy": lambda: study.c.modalities,
+    "SOPClassesInStudy": lambda: study.c.sop_classes,
+    "NumberOfSeriesRelatedInstances": lambda: series.c.num_instances,
+}
+_MULTI_VALUED_COMPUTED = frozenset({"ModalitiesInStudy", "SOPClassesInStudy"})
+
+
+@dataclass(frozen=True)
+class ItemKeys:
+    """The single item of a sequence key (PS3.4 C.2.2.2.6): keys matched in items and returned.
+
+    An entity matches when one of its items matches every constraint (none: every entity does);
+    the response carries the matching items, each reduced to ``return_keys``.
+    """
+
+    constraints: tuple[Constraint, ...] = ()
+    return_keys: tuple[str, ...] = ()
 
 
 @dataclass
 class Search:
-    """A query at one level: who matches (constraints) and what to return (keywords)."""
+    """A query at one level: who matches (constraints) and what to return (keywords).
+
+    ``sequence_items`` gives, for a sequence key sent with an item, that item's keys; a sequence
+    key without one is returned whole. ``patient_root`` selects the information model, which
+    decides the unique keys returned (PS3.4 C.6.1 and C.6.2).
+    """
 
     level: Level
     constraints: list[Constraint] = field(default_factory=list)
@@ -57,6 +118,7 @@ class Search:
     patient_root: bool = False
     limit: int = 0
     offset: int = 0
+    sequence_items: dict[str, ItemKeys] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,19 +129,71 @@ class Match:
     pks: dict[Level, int]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a search runs: the SQL, the constraints left for memory and the computed keys selected."""
+
+    query: Select[Any]
+    in_memory: list[Constraint]
+    item_filters: dict[str, ItemKeys]
+    computed: list[str]
+
+
 def levels_down_to(level: Level, *, patient_root: bool) -> list[Level]:
-    """The levels joined to answer a query at `level` (study root still joins the patient)."""
+    """The levels joined to answer a query at `level`.
+
+    Study Root still joins the patient: its Study level carries the patient's attributes
+    (PS3.4 C.6.2.1.2).
+    """
     return LEVEL_ORDER[: LEVEL_ORDER.index(level) + 1]
+
+
+def unique_keys(level: Level, *, patient_root: bool) -> list[str]:
+    """Unique keys of `level` and the levels above it in the information model (PS3.4 C.6.1.1, C.6.2.1)."""
+    first = 0 if patient_root else 1
+    return [UNIQUE_KEYS[lvl] for lvl in LEVEL_ORDER[first : LEVEL_ORDER.index(level) + 1]]
+
+
+def sql_constraint(constraint: Constraint) -> tuple[Constraint, bool]:
+    """The constraint to express in SQL on an index column, and whether to re-check it in memory.
+
+    Index columns hold PN case-folded (`archive.query.normalize`). A case-sensitive PN key is
+    therefore sent to SQL case-folded, with each ``?`` widened to ``*`` since folding can change a
+    name's length (``ß`` -> ``SS``): a superset of the true matches, which the in-memory re-check
+    against the stored name then narrows.
+    """
+    if constraint.vr != "PN" or not constraint.case_sensitive or not constraint.values:
+        return constraint, False
+    folded: list[str] = []
+    for value in constraint.values:
+        text = normalize("PN", value.replace("?", "*"))
+        if text and text not in folded:
+            folded.append(text)
+    return dataclasses.replace(constraint, values=tuple(folded), case_sensitive=False), True
+
+
+def computed_keys_for(search: Search) -> list[str]:
+    """Computed keys (PS3.4 C.3.4) the search returns or matches whose level is joined."""
+    levels = levels_down_to(search.level, patient_root=search.patient_root)
+    asked = [*search.return_keys, *(c.keyword for c in search.constraints)]
+    return [kw for kw in dict.fromkeys(asked) if kw in COMPUTED_KEYS and COMPUTED_KEYS[kw] in levels]
 
 
 def build_select(search: Search) -> tuple[Select[Any], list[Constraint]]:
     """The SQL for a search, and the constraints left to check in memory."""
+    plan = build_plan(search)
+    return plan.query, plan.in_memory
+
+
+def build_plan(search: Search) -> Plan:
+    """Split a search into SQL (indexed keys) and in-memory checks (the rest); see the module docstring."""
     levels = levels_down_to(search.level, patient_root=search.patient_root)
+    computed = computed_keys_for(search)
     columns: list[Any] = []
     for lvl in levels:
         table = _TABLE[lvl]
         columns += [table.c.pk.label(f"{lvl.value}_pk"), table.c.attrs.label(f"{lvl.value}_attrs")]
-    columns += _count_columns(search.level)
+    columns += [_COMPUTED_COLUMNS[kw]().label(f"c_{kw}") for kw in computed]
     query: Select[Any] = select(*columns).select_from(patient)
     if Level.STUDY in levels:
         query = query.join(study, study.c.patient_fk == patient.c.pk)
@@ -89,53 +203,50 @@ def build_select(search: Search) -> tuple[Select[Any], list[Constraint]]:
         query = query.join(instance, instance.c.series_fk == series.c.pk)
 
     in_memory: list[Constraint] = []
+    item_filters: dict[str, ItemKeys] = {}
     for constraint in search.constraints:
-        if constraint.kind in (ConstraintKind.UNIVERSAL, ConstraintKind.SEQUENCE):
+        keyword = constraint.keyword
+        owner = COMPUTED_KEYS.get(keyword) or level_of(keyword)
+        if constraint.kind is ConstraintKind.SEQUENCE:
+            items = search.sequence_items.get(keyword)
+            if owner in levels and items is not None and _restricts(items):
+                item_filters[keyword] = items
             continue
-        key = INDEXED_KEYS.get(constraint.keyword)
+        if constraint.kind is ConstraintKind.UNIVERSAL:
+            continue
+        if keyword == "InstanceAvailability":
+            in_memory.append(constraint)
+            continue
+        key = INDEXED_KEYS.get(keyword)
         if key is not None and key.level in levels:
-            clause = constraint.clause(_TABLE[key.level].c[key.column], multi_valued=key.multi_valued)
+            for_sql, recheck = sql_constraint(constraint)
+            clause = for_sql.clause(_TABLE[key.level].c[key.column], multi_valued=key.multi_valued)
             if clause is not None:
                 query = query.where(clause)
+            if recheck:
+                in_memory.append(constraint)
             continue
-        owner = COMPUTED_KEYS.get(constraint.keyword) or level_of(constraint.keyword)
         if owner in levels:
             in_memory.append(constraint)
-        # Keys of levels below the query level cannot match anything in a hierarchical query
-        # (PS3.4 C.4.1.3.1.1); they are ignored rather than failing the whole request.
+        # Else a key of a level below the query level: ignored (see the module docstring).
     query = query.order_by(_TABLE[search.level].c.pk)
-    return query, in_memory
+    return Plan(query, in_memory, item_filters, computed)
 
 
-def _count_columns(level: Level) -> list[ColumnElement[Any]]:
-    if level is Level.PATIENT:
-        return [
-            patient.c.num_studies.label("n_patient_studies"),
-            select(func.coalesce(func.sum(study.c.num_series), 0))
-            .where(study.c.patient_fk == patient.c.pk)
-            .scalar_subquery()
-            .label("n_patient_series"),
-            select(func.coalesce(func.sum(study.c.num_instances), 0))
-            .where(study.c.patient_fk == patient.c.pk)
-            .scalar_subquery()
-            .label("n_patient_instances"),
-        ]
-    if level is Level.STUDY:
-        return [
-            study.c.num_series.label("n_study_series"),
-            study.c.num_instances.label("n_study_instances"),
-            study.c.modalities.label("modalities"),
-            study.c.sop_classes.label("sop_classes"),
-        ]
-    if level is Level.SERIES:
-        return [series.c.num_instances.label("n_series_instances")]
-    return []
+def _restricts(items: ItemKeys) -> bool:
+    return any(c.kind not in (ConstraintKind.UNIVERSAL, ConstraintKind.SEQUENCE) for c in items.constraints)
 
 
 def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[Match]:
-    """Yield the matching entities in a stable order, honouring `limit` and `offset`."""
-    query, in_memory = build_select(search)
-    if not in_memory:
+    """Yield the matching entities in a stable order, honouring `limit` and `offset`.
+
+    `limit` and `offset` count matches, so with in-memory checks they are applied here rather
+    than in SQL.
+    """
+    plan = build_plan(search)
+    query = plan.query
+    filtered = bool(plan.in_memory or plan.item_filters)
+    if not filtered:
         if search.limit:
             query = query.limit(search.limit)
         if search.offset:
@@ -147,10 +258,12 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
         attrs: dict[str, Any] = {}
         for lvl in levels:
             attrs.update(json.loads(getattr(row, f"{lvl.value}_attrs")))
-        computed = _computed_values(search.level, row)
-        if in_memory and not _matches_in_memory(in_memory, attrs, computed):
+        computed = _computed_values(plan.computed, row)
+        if filtered and not (
+            _matches_in_memory(plan.in_memory, attrs, computed) and _matches_items(plan.item_filters, attrs)
+        ):
             continue
-        if in_memory and skipped < search.offset:
+        if filtered and skipped < search.offset:
             skipped += 1
             continue
         yield Match(
@@ -158,42 +271,50 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
             pks={lvl: getattr(row, f"{lvl.value}_pk") for lvl in levels},
         )
         produced += 1
-        if in_memory and search.limit and produced >= search.limit:
+        if filtered and search.limit and produced >= search.limit:
             return
 
 
-def _computed_values(level: Level, row: Any) -> dict[str, Any]:
-    if level is Level.PATIENT:
-        return {
-            "NumberOfPatientRelatedStudies": row.n_patient_studies,
-            "NumberOfPatientRelatedSeries": row.n_patient_series,
-            "NumberOfPatientRelatedInstances": row.n_patient_instances,
-        }
-    if level is Level.STUDY:
-        return {
-            "NumberOfStudyRelatedSeries": row.n_study_series,
-            "NumberOfStudyRelatedInstances": row.n_study_instances,
-            "ModalitiesInStudy": row.modalities.split("\\") if row.modalities else None,
-            "SOPClassesInStudy": row.sop_classes.split("\\") if row.sop_classes else None,
-        }
-    if level is Level.SERIES:
-        return {"NumberOfSeriesRelatedInstances": row.n_series_instances}
-    return {}
+def _computed_values(keywords: list[str], row: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"InstanceAvailability": INSTANCE_AVAILABILITY}
+    for keyword in keywords:
+        value = getattr(row, f"c_{keyword}")
+        if keyword in _MULTI_VALUED_COMPUTED:
+            values[keyword] = value.split("\\") if value else None
+        else:
+            values[keyword] = int(value) if value is not None else None
+    return values
 
 
 def _matches_in_memory(constraints: list[Constraint], attrs: dict[str, Any], computed: dict[str, Any]) -> bool:
     for constraint in constraints:
+        values: list[str] | str | None
         if constraint.keyword in computed:
             value = computed[constraint.keyword]
             values = [str(v) for v in value] if isinstance(value, list) else (None if value is None else str(value))
         else:
-            values = _json_values(attrs.get(f"{tag_for_keyword(constraint.keyword):08X}"))
+            values = _json_values(attrs.get(_json_key(constraint.keyword)))
         if not constraint.matches(values):
             return False
     return True
 
 
-def _json_values(element: dict[str, Any] | None) -> list[str] | str | None:
+def _matches_items(filters: dict[str, ItemKeys], attrs: dict[str, Any]) -> bool:
+    """Sequence Matching (PS3.4 C.2.2.2.6): some stored item matches all keys of the query item."""
+    return all(_matching_items(attrs.get(_json_key(keyword)), items) for keyword, items in filters.items())
+
+
+def _matching_items(element: Mapping[str, Any] | None, items: ItemKeys) -> list[dict[str, Any]]:
+    stored: list[dict[str, Any]] = list((element or {}).get("Value") or [])
+    return [item for item in stored if _matches_in_memory(list(items.constraints), item, {})]
+
+
+def _json_key(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}" if tag is not None else keyword
+
+
+def _json_values(element: Mapping[str, Any] | None) -> list[str] | str | None:
     """The string value(s) of a DICOM JSON element, as the matcher expects them."""
     if not element or "Value" not in element:
         return None
@@ -207,45 +328,59 @@ def _json_values(element: dict[str, Any] | None) -> list[str] | str | None:
     return values if len(values) != 1 else values[0]
 
 
+def _empty_json(keyword: str) -> dict[str, Any]:
+    """A zero-length element of a keyword's VR (the first of an ambiguous ``US or SS``)."""
+    return {"vr": dictionary_VR(keyword).split(" or ")[0]}
+
+
+def _item_json(item: Mapping[str, Any], return_keys: tuple[str, ...]) -> dict[str, Any]:
+    """One returned item: the requested item keys, stored values or zero length."""
+    reduced: dict[str, Any] = {}
+    for keyword in return_keys:
+        key = _json_key(keyword)
+        reduced[key] = item.get(key) or _empty_json(keyword)
+    return reduced
+
+
 def response_dataset(search: Search, attrs: dict[str, Any], computed: dict[str, Any], retrieve_ae: str) -> Dataset:
-    """The identifier returned for one match: requested keys (empty when unknown) plus unique keys."""
-    wanted: list[str] = list(dict.fromkeys([*search.return_keys, *_unique_keys_down_to(search.level)]))
+    """The response identifier of one match (PS3.4 C.4.1.1.3.2); see the module docstring.
+
+    A sequence key sent with an item returns the stored items matching it (all of them when the
+    item restricts nothing), each reduced to the item's keys; sent without one, the whole stored
+    sequence. Computed keys whose level is not joined are returned zero length.
+    """
+    wanted = list(dict.fromkeys([*search.return_keys, *unique_keys(search.level, patient_root=search.patient_root)]))
     selected: dict[str, Any] = {}
     for keyword in wanted:
-        tag = tag_for_keyword(keyword)
-        if tag is None or keyword in computed:
+        if tag_for_keyword(keyword) is None or keyword in computed:
             continue
-        key = f"{tag:08X}"
-        if key in attrs:
-            selected[key] = attrs[key]
+        key = _json_key(keyword)
+        stored = attrs.get(key)
+        items = search.sequence_items.get(keyword)
+        if items is not None and items.return_keys and dictionary_VR(keyword) == "SQ":
+            matching = _matching_items(stored, items)
+            selected[key] = {"vr": "SQ", "Value": [_item_json(item, items.return_keys) for item in matching]}
+        else:
+            selected[key] = stored or _empty_json(keyword)
     ds = Dataset.from_json(selected) if selected else Dataset()
     for keyword in wanted:
         if keyword in computed:
             value = computed[keyword]
             setattr(ds, keyword, value if value is not None else "")
-        elif keyword not in ds and tag_for_keyword(keyword) is not None:
-            ds.add_new(tag_for_keyword(keyword), dictionary_VR(keyword), None)
     ds.QueryRetrieveLevel = search.level.value
     if retrieve_ae:
         ds.RetrieveAETitle = retrieve_ae
-    if _needs_utf8(ds):
+    if needs_utf8(ds):
         ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
 
 
-def _unique_keys_down_to(level: Level) -> list[str]:
-    return [UNIQUE_KEYS[lvl] for lvl in LEVEL_ORDER[: LEVEL_ORDER.index(level) + 1]]
-
-
-def _needs_utf8(ds: Dataset) -> bool:
-    """Whether any text in the response is outside ASCII (the default repertoire)."""
+def needs_utf8(ds: Dataset) -> bool:
+    """Whether any text in the identifier (items included) is outside ASCII, the default repertoire."""
     for elem in ds.iterall():
-        if elem.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "UC") and elem.value:
-            if not str(elem.value).isascii():
-                return True
+        if elem.VR not in _TEXT_VRS or elem.value is None or elem.value == "":
+            continue
+        values = elem.value if elem.VM > 1 else [elem.value]
+        if not all(str(v).isascii() for v in values):
+            return True
     return False
-
-
-def keyword_of(tag: int) -> str:
-    """The keyword of a tag ('' for private or unknown tags)."""
-    return keyword_for_tag(tag) or ""
