@@ -185,7 +185,7 @@ def split_levels(ds: Dataset) -> ObjectRecord:
         if tag.group in (0x0002, 0xFFFE) or tag.is_private:
             continue
         raw = ds.get_item(tag)
-        if raw is None or (raw.VR in _BULK_VRS and (raw.length or 0) > 64):
+        if raw is None or (raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64):
             continue  # bulk data stays in the object; reading it here would defeat deferred reading
         keyword = keyword_for_tag(tag)
         if not keyword or keyword in EXCLUDED_KEYWORDS or keyword == "SpecificCharacterSet":

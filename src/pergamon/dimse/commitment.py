@@ -42,6 +42,7 @@ from pergamon.archive.commitment import CommitFailure, CommitmentResult, Referen
 from pergamon.archive.events import CommitmentReported
 from pergamon.archive.jobs import Done, Job, JobHandler, JobResult, Retry
 from pergamon.archive.service import Archive
+from pergamon.dimse import network
 from pergamon.dimse.status import (
     N_CLASS_INSTANCE_CONFLICT,
     N_INVALID_ARGUMENT,
@@ -471,7 +472,9 @@ def _send_on_new(archive: Archive, calling_ae: str, event_type: int, info: Datas
     # Note to PS3.4 J.3.3.1.2: the association requester here is the Storage Commitment SCP, so it
     # proposes the SCP role (SCU role 0, SCP role 1) by SCP/SCU Role Selection (PS3.7 D.3.3.4).
     role = build_role(StorageCommitmentPushModel, scp_role=True)
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, ext_neg=[role])
+    assoc = ae.associate(
+        remote.host, remote.port, ae_title=remote.ae_title, ext_neg=[role], evt_handlers=network.CONNECTION_HANDLERS
+    )
     if not assoc.is_established:
         if assoc.is_rejected:
             why = "rejected the association"

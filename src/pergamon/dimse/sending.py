@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import code_to_category
 
@@ -32,6 +37,7 @@ from pergamon.archive import errors
 from pergamon.archive.retrieve import UNCOMPRESSED_FALLBACK, CannotConvert, StoredInstance, outgoing
 from pergamon.archive.service import Archive
 from pergamon.config import RemoteAE
+from pergamon.dimse import network
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +151,18 @@ def send_instance(
     originator = {}
     if move_originator is not None:
         originator = {"originator_aet": move_originator[0], "originator_id": move_originator[1]}
+    content = leaving.content
+    padded: Path | None = None
+    if leaving.is_stored_file and leaving.transfer_syntax == DeflatedExplicitVRLittleEndian:
+        padded = _even_length_copy(Path(str(content)))
+        content = padded or content
     try:
-        response = assoc.send_c_store(leaving.content, msg_id=msg_id, **originator)  # type: ignore[arg-type]
+        response = assoc.send_c_store(content, msg_id=msg_id, **originator)  # type: ignore[arg-type]
     except Exception as exc:  # no context, lost association, unreadable file: this sub-operation fails
         return SubOperationResult.failed(f"C-STORE not sent: {type(exc).__name__}: {exc}")
+    finally:
+        if padded is not None:
+            padded.unlink(missing_ok=True)
     status = response.get("Status") if response else None
     transcoded = "" if leaving.transfer_syntax == stored.transfer_syntax else leaving.transfer_syntax
     if status is None:
@@ -160,6 +174,23 @@ def send_instance(
     if category == "Warning":
         return SubOperationResult(Outcome.WARNING, int(status), comment, transcoded)
     return SubOperationResult.failed(f"receiver answered 0x{int(status):04X} {comment}".strip(), int(status))
+
+
+def _even_length_copy(path: Path) -> Path | None:
+    """A copy of a deflated object padded to even length, or None when it already is even.
+
+    PS3.5 A.5 pads an odd-length deflated stream with one trailing zero byte; some senders
+    omit it (pydicom's image_dfl.dcm), and dcmtk receivers abort on the odd PDV. The stored
+    original is left as received; only the copy that leaves is padded.
+    """
+    _meta, offset = split_dataset(path)
+    if (path.stat().st_size - offset) % 2 == 0:
+        return None
+    handle, name = tempfile.mkstemp(suffix=".dcm")
+    with os.fdopen(handle, "wb") as copy, open(path, "rb") as source:
+        shutil.copyfileobj(source, copy)
+        copy.write(b"\x00")
+    return Path(name)
 
 
 class Sender(Protocol):
@@ -235,7 +266,13 @@ class DestinationSender:
         self._ids = _MessageIds()
         plan = self.plans[index]
         remote = self.remote
-        assoc = self.ae.associate(remote.host, remote.port, contexts=plan.contexts, ae_title=remote.ae_title)
+        assoc = self.ae.associate(
+            remote.host,
+            remote.port,
+            contexts=plan.contexts,
+            ae_title=remote.ae_title,
+            evt_handlers=network.CONNECTION_HANDLERS,
+        )
         if assoc.is_established:
             self._assoc = assoc
             log.debug(

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pergamon.archive.service import Archive
-from pergamon.dimse import commitment, echo, find, get, move, store
+from pergamon.dimse import commitment, echo, find, get, move, network, store
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def build_ae(archive: Archive) -> AE:
 def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
     """One handler per DIMSE event, each from the module of its service."""
     bound: list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]] = [
+        (evt.EVT_CONN_OPEN, network.set_nodelay),
         (evt.EVT_C_ECHO, echo.handle_echo),
         (evt.EVT_C_STORE, store.handle_store, [archive]),
         (evt.EVT_C_FIND, find.handle_find, [archive]),
