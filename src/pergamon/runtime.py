@@ -7,16 +7,21 @@ SIGTERM or SIGINT stops accepting new associations, lets running ones finish wit
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from pergamon.archive.jobs import JobRunner
 from pergamon.archive.service import Archive
+from pergamon.archive.sweeper import sweep_orphans
 from pergamon.config import Settings
 from pergamon.dimse import commitment
 from pergamon.dimse.server import DicomServer
+from pergamon.storage.filesystem import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,29 @@ class Pergamon:
         self._stopping = threading.Event()
         self._stoppers: list[Callable[[], None]] = []
 
+    @property
+    def run_marker(self) -> Path:
+        """Present while `serve` runs; found at start, it means the last run did not stop cleanly."""
+        return self.settings.server.data_dir / "pergamon.running"
+
     def start(self) -> None:
-        self.dicom.start()
+        started_at = time.time()
+        unclean = self.run_marker.exists()
+        dicom = self.settings.dicom
+        try:
+            self.dicom.start()
+        except OSError as exc:
+            raise OSError(exc.errno, f"DICOM port {dicom.host}:{dicom.port}: {exc.strerror or exc}") from exc
+        self.run_marker.write_text(f"{os.getpid()}\n")
+        if unclean and isinstance(self.archive.blobs, FilesystemBlobStore):
+            log.warning("the previous run did not stop cleanly: looking for orphan blobs in the background")
+            threading.Thread(
+                target=sweep_orphans,
+                args=(self.archive.blobs, self.archive.db),
+                kwargs={"started_at": started_at},
+                name="pergamon-sweeper",
+                daemon=True,
+            ).start()
         for start, stop in self.archive_workers():
             start()
             self._stoppers.append(stop)
@@ -52,11 +78,12 @@ class Pergamon:
         return [(self.jobs.start, self.jobs.stop)]
 
     def stop(self) -> None:
-        log.info(
-            "stopping: no new associations; waiting up to %.0f s for running ones",
-            self.settings.server.shutdown_timeout,
-        )
-        self.dicom.stop(self.settings.server.shutdown_timeout)
+        """Stop accepting, let running associations finish (bounded), stop workers, close the index."""
+        if self.dicom.server is not None:
+            timeout = self.settings.server.shutdown_timeout
+            log.info("stopping: no new associations; waiting up to %.0f s for running ones", timeout)
+            self.dicom.stop(timeout)
+            self.run_marker.unlink(missing_ok=True)
         for stop in reversed(self._stoppers):
             stop()
         self.archive.close()

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator, read_dataset, read_preamble
+from pydicom.uid import UID
 
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceStored
@@ -73,11 +76,14 @@ def store_file(
         header = dcmread(path, stop_before_pixels=True, defer_size=1024)
         record = split_levels(header)
         transfer_syntax = str(header.file_meta.TransferSyntaxUID)
-    except (InvalidDicomError, ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
+    except InvalidDicomError as exc:  # pydicom's text ends with advice about its own API ("force=True")
+        raise errors.InvalidDataset("not a readable DICOM object: not a Part-10 file (no 'DICM' prefix)") from exc
+    except (ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
         raise errors.InvalidDataset(f"not a readable DICOM object: {exc}") from exc
     except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
         raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
 
+    _check_complete(path, UID(transfer_syntax), header.original_encoding)
     missing = [kw for kw in _REQUIRED if not header.get(kw)]
     if missing:
         raise errors.InvalidDataset(f"missing required attribute(s): {', '.join(missing)}")
@@ -128,6 +134,47 @@ def store_file(
         )
     )
     return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid)
+
+
+def _check_complete(path: Path, transfer_syntax: UID, encoding: tuple[bool | None, bool | None]) -> None:
+    """Raise InvalidDataset when the file ends inside a top-level data element.
+
+    pydicom reads a file that was cut short (an interrupted copy, a full disk, a sender whose
+    Pixel Data length lies) without complaint, and the header read stops before the pixel data,
+    so without this walk a truncated object would be stored as if whole. Values are skipped with
+    seeks, never read, so memory stays flat for any size. Deflated data sets are not walked (the
+    zlib stream would have to be inflated).
+    """
+    implicit_vr, little_endian = encoding
+    if (transfer_syntax.is_transfer_syntax and transfer_syntax.is_deflated) or implicit_vr is None:
+        return
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fp:
+            read_preamble(fp, False)
+            read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
+            end_of_last = fp.tell()
+            for elem in data_element_generator(
+                fp, implicit_vr, bool(little_endian), defer_size=256
+            ):
+                short = (
+                    isinstance(elem, RawDataElement)
+                    and elem.value is not None
+                    and elem.length != 0xFFFFFFFF
+                    and len(elem.value) < elem.length
+                )
+                if short or fp.tell() > size:
+                    detail = ""
+                    if isinstance(elem, RawDataElement):
+                        detail = f" ({elem.length} bytes declared, {max(size - elem.value_tell, 0)} present)"
+                    raise errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
+                end_of_last = fp.tell()
+            if end_of_last < size:  # pydicom stops quietly at fewer than 8 bytes
+                raise errors.InvalidDataset(f"truncated file: {size - end_of_last} byte(s) after the last element")
+    except errors.InvalidDataset:
+        raise
+    except Exception as exc:  # a cut inside an element header or a delimited value
+        raise errors.InvalidDataset(f"truncated or corrupt file: {type(exc).__name__}: {exc}") from exc
 
 
 def _size_and_digest(path: Path) -> tuple[int, str]:

@@ -29,4 +29,17 @@ def set_nodelay(event: Event) -> None:
         log.debug("cannot set TCP_NODELAY: %s", exc)
 
 
+def end_unnegotiated_connection(event: Event) -> None:
+    """EVT_CONN_CLOSE: end an acceptor association whose peer left before sending A-ASSOCIATE-RQ.
+
+    pynetdicom's acceptor thread keeps waiting `acse_timeout` seconds for the request even after
+    the connection is gone, so every TCP probe (health check, port scan, "is it up?") holds one of
+    `max_associations` slots for 30 s and delays a graceful stop by `shutdown_timeout`. A None on
+    the DUL's user queue is what that wait returns on timeout: the thread then ends at once.
+    """
+    assoc = event.assoc
+    if assoc.is_acceptor and not (assoc.is_established or assoc.is_released or assoc.is_aborted or assoc.is_rejected):
+        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
+
+
 CONNECTION_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay)]

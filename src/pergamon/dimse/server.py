@@ -115,6 +115,8 @@ def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]
     """One handler per DIMSE event, each from the module of its service."""
     bound: list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]] = [
         (evt.EVT_CONN_OPEN, network.set_nodelay),
+        (evt.EVT_CONN_CLOSE, network.end_unnegotiated_connection),
+        (evt.EVT_CONN_CLOSE, store.discard_unfinished_transfer),
         (evt.EVT_C_ECHO, echo.handle_echo),
         (evt.EVT_C_STORE, store.handle_store, [archive]),
         (evt.EVT_C_FIND, find.handle_find, [archive]),

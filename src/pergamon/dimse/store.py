@@ -8,6 +8,7 @@ with the dataset bytes exactly as sent, is handed to the core, which moves it in
 from __future__ import annotations
 
 import logging
+import os
 
 from pydicom import Dataset
 from pynetdicom.events import Event
@@ -63,3 +64,23 @@ def handle_store(event: Event, archive: Archive) -> int | Dataset:
         return status_dataset(STORE_PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
     log.debug("stored %s (%s) from %s", result.sop_instance_uid, result.outcome.value, origin.calling_ae)
     return SUCCESS
+
+
+def discard_unfinished_transfer(event: Event) -> None:
+    """EVT_CONN_CLOSE: delete the temporary file of a C-STORE whose data set never fully arrived.
+
+    When a peer drops the connection in the middle of a data set, pynetdicom leaves the partly
+    written temporary file (and its open handle) behind; nothing was acknowledged, so it goes.
+    """
+    message = getattr(event.assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    message._data_set_file = None  # type: ignore[union-attr]
+    try:
+        partial.close()
+        os.unlink(partial.name)
+    except OSError as exc:
+        log.warning("cannot remove unfinished transfer %s: %s", partial.name, exc)
+        return
+    log.info("discarded unfinished C-STORE from %s (connection closed)", event.assoc.requestor.ae_title)
