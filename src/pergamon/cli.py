@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
 from pergamon.config import ConfigError, Settings, load_settings, markdown_table
 
 
@@ -39,12 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings)
 
-    if args.command == "serve":
-        return serve(settings)
-    if args.command == "import":
-        from pergamon.importer import run_import
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "import":
+            from pergamon.importer import run_import
 
-        return run_import(settings, args.paths, progress=not args.no_progress)
+            return run_import(settings, args.paths, progress=not args.no_progress)
+    except SQLAlchemyError as exc:
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        logging.getLogger("pergamon").error("cannot use the index database %s: %s", url, reason)
+        return 1
     print(settings)
     return 0
 

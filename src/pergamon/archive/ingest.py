@@ -91,11 +91,11 @@ def store_file(
     sop_instance = str(header.SOPInstanceUID)
     if expected_sop_class and sop_class != expected_sop_class:
         raise errors.SOPClassMismatch(
-            f"dataset SOP Class UID {sop_class} differs from the command's {expected_sop_class}"
+            f"SOP Class UID differs from the command's: data set {sop_class}, command {expected_sop_class}"
         )
     if expected_sop_instance and sop_instance != expected_sop_instance:
         raise errors.SOPInstanceMismatch(
-            f"dataset SOP Instance UID {sop_instance} differs from the command's {expected_sop_instance}"
+            f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected_sop_instance}"
         )
     study_uid = str(header.StudyInstanceUID)
     series_uid = str(header.SeriesInstanceUID)
@@ -108,7 +108,7 @@ def store_file(
             log.info("duplicate %s ignored (policy ignore)", sop_instance)
             return StoreResult(StoreOutcome.DUPLICATE_IGNORED, sop_class, sop_instance, study_uid, series_uid)
         if exists:
-            raise errors.Conflict(f"SOP Instance {sop_instance} is already stored (duplicate policy: reject)")
+            raise errors.Conflict(f"SOP Instance already stored (duplicate policy reject): {sop_instance}")
 
     size, digest = _size_and_digest(path)
     key = archive.blobs.put_file(path, move=move)
@@ -154,9 +154,7 @@ def _check_complete(path: Path, transfer_syntax: UID, encoding: tuple[bool | Non
             read_preamble(fp, False)
             read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
             end_of_last = fp.tell()
-            for elem in data_element_generator(
-                fp, implicit_vr, bool(little_endian), defer_size=256
-            ):
+            for elem in data_element_generator(fp, implicit_vr, bool(little_endian), defer_size=256):
                 short = (
                     isinstance(elem, RawDataElement)
                     and elem.value is not None
