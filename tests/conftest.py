@@ -7,6 +7,7 @@ fresh schema per test, dropped afterwards. `./run tests` runs the suite once wit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -51,11 +52,11 @@ def require_tool(name: str) -> str:
     return path
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """The index URL for one test: a SQLite file, or a fresh PostgreSQL schema."""
+@contextlib.contextmanager
+def index_database(directory: Path) -> Iterator[str]:
+    """An index URL: a SQLite file in `directory`, or a fresh PostgreSQL schema dropped afterwards."""
     if BACKEND == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        yield f"sqlite:///{directory / 'index.sqlite'}"
         return
     if BACKEND != "postgresql":
         raise RuntimeError(f"PERGAMON_TEST_DB must be sqlite or postgresql, not {BACKEND!r}")
@@ -64,10 +65,19 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """The index URL for one test (see `index_database`)."""
+    with index_database(tmp_path) as url:
+        yield url
 
 
 def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Settings:

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import re
 import subprocess
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,14 @@ from typing import Any
 
 import pytest
 import samples
-from conftest import BACKEND, POSTGRES_URL, dcmtk_env, free_port, make_settings, require_tool, wait_for_port
+from conftest import (
+    dcmtk_env,
+    free_port,
+    index_database,
+    make_settings,
+    require_tool,
+    wait_for_port,
+)
 from pydicom import Dataset, dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
@@ -46,7 +52,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
 )
-from sqlalchemy import create_engine, text
 from store_checks import index_instances, write_part10
 
 from pergamon.config import RemoteAE
@@ -96,27 +101,6 @@ class Corpus:
 
 
 # --- module fixtures -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def module_database(directory: Path) -> Iterator[str]:
-    """An index URL for the whole module: a SQLite file or a fresh PostgreSQL schema (as conftest)."""
-    if BACKEND == "sqlite":
-        yield f"sqlite:///{directory / 'index.sqlite'}"
-        return
-    if BACKEND != "postgresql":
-        raise RuntimeError(f"PERGAMON_TEST_DB must be sqlite or postgresql, not {BACKEND!r}")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def acceptor_profile(corpus: list[samples.Sample], path: Path) -> list[str]:
@@ -226,7 +210,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     ]
     by_id = dict(zip(SAMPLE_IDS, built, strict=True))
     profile = acceptor_profile(built, root / "storescp.cfg")
-    with storescp(root / "dest", profile) as dest, module_database(root) as url:
+    with storescp(root / "dest", profile) as dest, index_database(root) as url:
         for result in storescu(built, dest.port, root / "storescu-wire"):
             assert result.returncode == 0, f"storescu to storescp: {result.stdout}{result.stderr}"
         wire_files = received_files(root / "dest")

@@ -19,14 +19,13 @@ import dataclasses
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 import samples
-from conftest import BACKEND, POSTGRES_URL, dcmtk_env, make_settings, require_tool
+from conftest import dcmtk_env, index_database, make_settings, require_tool
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -38,7 +37,6 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
-from sqlalchemy import create_engine, text
 
 import pergamon.dimse.find as find_door
 from pergamon.archive.origin import Origin
@@ -98,25 +96,6 @@ class Corpus:
 
     def resolve(self, value: str) -> str:
         return re.sub(r"<([^>]+)>", lambda m: self.uids[m.group(1)], value)
-
-
-@contextlib.contextmanager
-def module_database(directory: Path) -> Iterator[str]:
-    """An index URL for a whole module: a SQLite file or a fresh PostgreSQL schema (as conftest)."""
-    if BACKEND == "sqlite":
-        yield f"sqlite:///{directory / 'index.sqlite'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextlib.contextmanager
@@ -208,7 +187,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
         names["SERIES"][sample.series_uid] = name
         names["IMAGE"][sample.sop_instance_uid] = name
         uids[name] = sample.study_uid
-    with module_database(root) as url:
+    with index_database(root) as url:
         settings = make_settings(root / "data", url)
         with running(settings) as app:
             paths = [*files, *(s.path for s in charset.values())]
