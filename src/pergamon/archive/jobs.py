@@ -101,6 +101,18 @@ class JobQueue:
     def claim(self, kinds: list[str]) -> Job | None:
         """Take the next due job of one of `kinds` (pending, or running with an expired lease)."""
         now = time.time()
+        due = (
+            select(job.c.pk)
+            .where(
+                job.c.state.in_([JobState.PENDING.value, JobState.RUNNING.value]),
+                job.c.next_run_at <= now,
+                job.c.kind.in_(kinds),
+            )
+            .limit(1)
+        )
+        with self.db.read() as conn:  # the idle poll costs a read, not a write transaction and its fsync
+            if conn.execute(due).first() is None:
+                return None
         with self.db.write() as conn:
             query = (
                 select(job.c.pk, job.c.kind, job.c.payload, job.c.attempts)
