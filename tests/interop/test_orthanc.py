@@ -372,6 +372,37 @@ def test_movescu_moves_to_orthanc(orthanc: OrthancServer, pergamon: Pergamon, co
     assert_same(orthanc_datasets(orthanc), multi, drop_padding=False)
 
 
+def test_movescu_asks_orthanc_to_move_into_pergamon(
+    orthanc: OrthancServer, pergamon: Pergamon, corpus: list[Item]
+) -> None:
+    """Orthanc as the C-MOVE SCP: dcmtk movescu asks it to move a study into Pergamon (-aem PERGAMON)."""
+    movescu = require_tool("movescu")
+    for item in corpus:
+        orthanc.upload(item.path)
+
+    done = subprocess.run(
+        [
+            movescu,
+            "-S",
+            "-aet", "MOVESCU",
+            "-aec", orthanc.aet,
+            "-aem", PERGAMON_AET,
+            "-k", "QueryRetrieveLevel=STUDY",
+            "-k", f"StudyInstanceUID={MULTI_STUDY_UID}",
+            "127.0.0.1", str(orthanc.dicom_port),
+        ],
+        env=dcmtk_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    multi = in_study(corpus, MULTI_STUDY_UID)
+    assert pergamon.archive.counts()["instances"] == len(multi)
+    assert_same(pergamon_datasets(pergamon), multi, drop_padding=True)
+
+
 def test_round_trip(orthanc: OrthancServer, pergamon: Pergamon, corpus: list[Item]) -> None:
     """original -> Orthanc -> Pergamon -> (Orthanc emptied) -> Orthanc: the bytes Orthanc sent come back."""
     uploaded = [orthanc.upload(item.path) for item in corpus]
