@@ -87,6 +87,7 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
         base,
         server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
         dicom=dataclasses.replace(DicomSettings(), port=free_port(), host="127.0.0.1", remote=remotes, **dicom),
+        http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
         database=dataclasses.replace(base.database, url=database_url),
         storage=StorageSettings(),
     )
@@ -128,7 +129,8 @@ def toml_config(settings: Settings) -> str:
         f'[server]\ndata_dir = "{settings.server.data_dir}"\nshutdown_timeout = {settings.server.shutdown_timeout}\n'
         f'[database]\nurl = "{settings.database.url}"\n'
         f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
-        f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n' + remotes
+        f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n' + remotes
     )
 
 

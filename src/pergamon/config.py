@@ -89,6 +89,12 @@ class DicomSettings:
 class HttpSettings:
     host: str = _doc("Address the HTTP listener binds to.", default="0.0.0.0")
     port: int = _doc("HTTP port (DICOMweb, REST API, health and metrics).", default=8080)
+    base_path: str = _doc("Path under which the DICOMweb services live.", default="/dicom-web")
+    cors_origins: str = _doc(
+        "Comma-separated origins allowed to call the API from a browser (`*` for any); empty: none.",
+        default="",
+    )
+    workers: int = _doc("Threads serving archive calls for the HTTP door.", default=8)
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ class Settings:
 
 
 _PORT_KEYS = {"port"}
-_POSITIVE_KEYS = {"max_associations", "pool_size", "poll_interval", "retry_delay", "retry_max_delay"}
+_POSITIVE_KEYS = {"max_associations", "pool_size", "poll_interval", "retry_delay", "retry_max_delay", "workers"}
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,7 @@ from pergamon.config import Settings
 from pergamon.dimse import commitment
 from pergamon.dimse.server import DicomServer
 from pergamon.storage.filesystem import FilesystemBlobStore
+from pergamon.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Pergamon:
         self.settings = settings
         self.archive = Archive.open(settings)
         self.dicom = DicomServer(self.archive)
+        self.http = HttpServer(self.archive)
         self.jobs = JobRunner(self.archive.jobs, commitment.job_handlers(self.archive, self.dicom))
         self._stopping = threading.Event()
         self._stoppers: list[Callable[[], None]] = []
@@ -50,6 +52,11 @@ class Pergamon:
             self.dicom.start()
         except OSError as exc:
             raise OSError(exc.errno, f"DICOM port {dicom.host}:{dicom.port}: {exc.strerror or exc}") from exc
+        try:
+            self.http.start()
+        except OSError:
+            self.dicom.stop(0)
+            raise
         self.run_marker.write_text(f"{os.getpid()}\n")
         if unclean and isinstance(self.archive.blobs, FilesystemBlobStore):
             log.warning("the previous run did not stop cleanly: looking for orphan blobs in the background")
@@ -82,6 +89,7 @@ class Pergamon:
         if self.dicom.server is not None:
             timeout = self.settings.server.shutdown_timeout
             log.info("stopping: no new associations; waiting up to %.0f s for running ones", timeout)
+            self.http.stop()
             self.dicom.stop(timeout)
             self.run_marker.unlink(missing_ok=True)
         for stop in reversed(self._stoppers):

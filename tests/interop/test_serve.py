@@ -7,12 +7,14 @@ variables (the test settings must not leak in), and talks to it with dcmtk.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from store_checks import ChildServer, index_counts, wait_for
 pytestmark = pytest.mark.interop
 
 DEFAULT_PORT = 11112
+DEFAULT_HTTP_PORT = 8080
 SERVE = [sys.executable, "-m", "pergamon.cli", "serve"]
 
 
@@ -73,6 +76,10 @@ def test_serve_with_no_config_uses_the_defaults(tmp_path: Path, processes: list[
     if not port_is_free(DEFAULT_PORT):  # a colleague's archive on this machine: check the rest
         port = free_port()
         env["PERGAMON_DICOM_PORT"] = str(port)
+    http_port = DEFAULT_HTTP_PORT
+    if not port_is_free(DEFAULT_HTTP_PORT):
+        http_port = free_port()
+        env["PERGAMON_HTTP_PORT"] = str(http_port)
     log = tmp_path / "serve.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(SERVE, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
@@ -84,6 +91,8 @@ def test_serve_with_no_config_uses_the_defaults(tmp_path: Path, processes: list[
     result = echoscu(port)
     assert result.returncode == 0, result.stderr
     assert echoscu(port, called_ae="NOT-PERGAMON").returncode != 0  # the default AE title is checked
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=10) as response:
+        assert json.load(response)["status"] == "ok"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     text = log.read_text()
@@ -182,7 +191,10 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = tmp_path / "pergamon.toml"
-        config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n')
+        config.write_text(
+            f'[server]\ndata_dir = "{tmp_path / "data"}"\n[dicom]\nhost = "127.0.0.1"\nport = {port}\n'
+            f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        )
         result = subprocess.run(
             [*SERVE, "--config", str(config)], env=clean_env(), capture_output=True, text=True, timeout=60
         )

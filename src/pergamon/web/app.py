@@ -1,0 +1,40 @@
+"""The ASGI application: DICOMweb under `http.base_path`, operator endpoints at the root.
+
+Routes are declared lists joined here (Starlette style); errors map in `web/errors.py`.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute, Mount
+
+from pergamon.archive.service import Archive
+from pergamon.web import dicomweb, health
+from pergamon.web.errors import EXCEPTION_HANDLERS
+
+
+def build_app(archive: Archive) -> Starlette:
+    """The whole HTTP door for one archive."""
+    settings = archive.settings.http
+    routes: list[BaseRoute] = [
+        *health.routes(archive),
+        Mount(settings.base_path, routes=dicomweb.routes(archive)),
+    ]
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["Warning", "Content-Type", "Content-Length", "ETag"],
+            )
+        )
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app.state.archive = archive
+    return app
