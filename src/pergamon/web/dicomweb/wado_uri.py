@@ -1,0 +1,11 @@
+"""DICOMweb wado_uri service (PS3.18): being written."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from pergamon.archive.service import Archive
+
+
+def routes(archive: Archive) -> list[BaseRoute]:
+    return []
