@@ -1,11 +1,357 @@
-"""DICOMweb stow service (PS3.18): being written."""
+"""STOW-RS: the Studies Store transaction (PS3.18 §10.5; IHE RAD-108 for WIC).
+
+`POST {base}/studies` and `POST {base}/studies/{study}` with a `multipart/related` body of
+- `type="application/dicom"`: each part one Part-10 instance (PS3.18 §10.5.1.2.1), or
+- `type="application/dicom+json"`: a first part holding a DICOM JSON array of instance metadata
+  and further parts holding bulk data, referenced by `BulkDataURI` = a part's Content-Location
+  (PS3.18 §10.5.1.2.2 "Metadata and Bulk Data"); `archive.wic` builds the instances.
+
+The body is spooled part by part into the archive's temporary folder (never whole in memory) and
+checked to be a complete multipart message before anything is stored, so a malformed body (400)
+stores nothing. Then each instance goes through `archive.store_file(..., move=True)`, which is
+durable before it returns; one bad instance fails alone. With `/studies/{study}`, an instance of
+another study fails (PS3.18 §10.5.1.1: all instances must belong to the target study).
+
+Response (PS3.18 §10.5.3, Annex I Store Instances Response Module), `application/dicom+json`
+or, on request, `application/dicom+xml` (PS3.19 Native DICOM Model): Retrieve URL of the study,
+Referenced SOP Sequence (with each instance's Retrieve URL), Failed SOP Sequence with a Failure
+Reason of Table I.2-2. HTTP status of Table 10.5.3-1: 200 all stored; 202 some stored, others
+failed; 409 none stored (the payload says why, instance by instance); 400 malformed body; 415
+unsupported media type.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import errno
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
 
+from pydicom import Dataset, dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.sequence import Sequence
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from pergamon.archive import errors, wic
+from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
+from pergamon.web.dicomweb.multipart_reader import MultipartError, Part, parse_content_type, read_multipart
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
+MAX_METADATA = 64 << 20
+"""Largest JSON metadata part read into memory."""
+
+# Failure Reason (0008,1197) values, PS3.18 Table I.2-2 (and PS3.7 C for 0111).
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.5.8; only under the `reject` duplicate policy
+STUDY_UID_MISMATCH = 0xC409
+"""In the Cxxx "cannot understand" range of Table I.2-2; the value dcm4chee uses for this case."""
+
+
+@dataclass
+class Outcome:
+    """What one request did, instance by instance."""
+
+    stored: list[Dataset] = field(default_factory=list)
+    failed: list[Dataset] = field(default_factory=list)
+    studies: set[str] = field(default_factory=set)
+
+
+class _Failed(Exception):
+    """One instance failed: carries its Failure Reason and what is known of its identity."""
+
+    def __init__(self, reason: int, message: str, sop_class: str = "", sop_instance: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
 
 
 def routes(archive: Archive) -> list[BaseRoute]:
-    return []
+    """`POST /studies` and `POST /studies/{study}` (PS3.18 Table 10.5.1-1)."""
+
+    async def store(request: Request) -> Response:
+        return await _store(archive, request)
+
+    return [
+        Route("/studies", store, methods=["POST"], name="stow_studies"),
+        Route("/studies/{study}", store, methods=["POST"], name="stow_study"),
+    ]
+
+
+async def _store(archive: Archive, request: Request) -> Response:
+    started = time.monotonic()
+    study = request.path_params.get("study")
+    media, params = parse_content_type(request.headers.get("content-type", ""))
+    if media != "multipart/related":
+        raise HTTPException(415, f"STOW-RS takes multipart/related bodies (PS3.18 §10.5.1.2), not {media or 'none'}")
+    body_type = parse_content_type(params.get("type", ""))[0]
+    if body_type not in ("", DICOM, DICOM_JSON):
+        raise HTTPException(
+            415, f"unsupported multipart type {body_type!r}: this server takes {DICOM} and {DICOM_JSON} parts"
+        )
+    boundary = params.get("boundary", "")
+    if not boundary:
+        raise HTTPException(400, "the Content-Type has no boundary parameter")
+    accept_xml = _wants_xml(request.headers.get("accept", ""))
+    try:
+        parts = await read_multipart(request.stream(), boundary, archive.temp_dir)
+    except MultipartError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except ClientDisconnect:
+        log.info("STOW-RS %s: client disconnected during the body", request.url.path)
+        return Response(status_code=400)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise errors.StorageFull("no space left for the request body") from exc
+        raise
+    try:
+        if not body_type:  # PS3.18 requires `type`; be lenient and take the first part's
+            body_type = DICOM_JSON if parts[0].media_type == DICOM_JSON else DICOM
+        origin = Origin.from_http(user="", peer=_peer(request))
+        base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
+        if body_type == DICOM_JSON:
+            outcome = await run_in_threadpool(_store_metadata_form, archive, parts, study, origin, base)
+        else:
+            outcome = await run_in_threadpool(_store_part10_form, archive, parts, study, origin, base)
+    finally:
+        for part in parts:
+            with suppress(FileNotFoundError):
+                part.path.unlink()
+    status = 200 if not outcome.failed else 202 if outcome.stored else 409
+    log.info(
+        "STOW-RS %s from %s: %d part(s), %d stored, %d failed -> %d (%.2f s)",
+        request.url.path,
+        _peer(request),
+        len(parts),
+        len(outcome.stored),
+        len(outcome.failed),
+        status,
+        time.monotonic() - started,
+    )
+    response = _response_dataset(outcome, base, study)
+    if accept_xml:
+        return Response(to_xml(response), status_code=status, media_type=DICOM_XML)
+    return Response(json.dumps(response.to_json_dict()), status_code=status, media_type=DICOM_JSON)
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else ""
+
+
+def _wants_xml(accept: str) -> bool:
+    """XML only when asked for it before (or without) JSON (PS3.18 §8.7.3 media type negotiation)."""
+    types = [parse_content_type(item)[0] for item in accept.split(",") if item.strip()]
+    if DICOM_XML not in types:
+        return False
+    return DICOM_JSON not in types or types.index(DICOM_XML) < types.index(DICOM_JSON)
+
+
+# --- storing (on a worker thread) ---------------------------------------------------------------
+
+
+def _store_part10_form(archive: Archive, parts: list[Part], study: str | None, origin: Origin, base: str) -> Outcome:
+    """PS3.18 §10.5.1.2.1: every part one Part-10 instance; each stored or failed alone."""
+    outcome = Outcome()
+    for index, part in enumerate(parts, 1):
+        if part.media_type not in ("", DICOM):
+            _fail(outcome, _Failed(CANNOT_UNDERSTAND, f"{part.media_type}, not {DICOM}"), f"part {index}")
+            continue
+        _store_one(archive, part.path, study, origin, base, outcome, f"part {index}")
+    return outcome
+
+
+def _store_metadata_form(archive: Archive, parts: list[Part], study: str | None, origin: Origin, base: str) -> Outcome:
+    """PS3.18 §10.5.1.2.2: a JSON metadata part, then bulk data parts it references by URI."""
+    metadata_part, bulk_parts = parts[0], parts[1:]
+    if metadata_part.media_type != DICOM_JSON:
+        raise HTTPException(400, f"the first part must be {DICOM_JSON} metadata, not {metadata_part.media_type}")
+    if metadata_part.size > MAX_METADATA:
+        raise HTTPException(413, f"the metadata part is larger than {MAX_METADATA >> 20} MiB")
+    try:
+        items = json.loads(metadata_part.path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(400, f"the metadata part is not valid JSON: {exc}") from exc
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise HTTPException(400, "the metadata part must be a non-empty array of DICOM JSON objects")
+    resolve = _bulk_resolver(bulk_parts, base)
+    outcome = Outcome()
+    for index, item in enumerate(items, 1):
+        fd, name = tempfile.mkstemp(prefix="wic-", suffix=".dcm", dir=archive.temp_dir)
+        os.close(fd)
+        out = Path(name)
+        try:
+            wic.build_instance(item, resolve, out, study_uid=study)
+        except errors.PergamonError as exc:
+            with suppress(FileNotFoundError):
+                out.unlink()
+            _fail(outcome, _failure_from(exc, *_identity_of(item)), f"metadata item {index}")
+            continue
+        try:
+            _store_one(archive, out, study, origin, base, outcome, f"metadata item {index}")
+        finally:
+            with suppress(FileNotFoundError):
+                out.unlink()
+    return outcome
+
+
+def _bulk_resolver(parts: list[Part], base: str) -> Callable[[str], wic.BulkData | None]:
+    """BulkDataURI -> part: by Content-Location (absolute or relative to the service) or `cid:` Content-ID."""
+    by_uri: dict[str, Part] = {}
+    for part in parts:
+        if part.content_location:
+            by_uri[part.content_location] = part
+        if part.content_id:
+            by_uri["cid:" + part.content_id.strip("<>")] = part
+
+    def resolve(uri: str) -> wic.BulkData | None:
+        part = by_uri.get(uri)
+        if part is None and uri.startswith(base):
+            part = by_uri.get(uri[len(base) :]) or by_uri.get(uri[len(base) :].lstrip("/"))
+        if part is None:
+            part = next((p for loc, p in by_uri.items() if loc.startswith(base) and loc[len(base) :] == uri), None)
+        return wic.BulkData(part.path, part.media_type) if part else None
+
+    return resolve
+
+
+def _identity_of(item: object) -> tuple[str, str]:
+    """SOP Class and Instance UIDs of a JSON metadata item, when it gives them."""
+    if not isinstance(item, dict):
+        return "", ""
+
+    def value(tag: str) -> str:
+        element = item.get(tag)
+        if isinstance(element, dict) and isinstance(element.get("Value"), list) and element["Value"]:
+            return str(element["Value"][0])
+        return ""
+
+    return value("00080016"), value("00080018")
+
+
+def _store_one(
+    archive: Archive, path: Path, study: str | None, origin: Origin, base: str, outcome: Outcome, what: str
+) -> None:
+    """Check one Part-10 file against the target study, then store it (the file is moved in)."""
+    try:
+        try:
+            header = dcmread(path, stop_before_pixels=True, defer_size=1024)
+            sop_class = str(header.get("SOPClassUID", ""))
+            sop_instance = str(header.get("SOPInstanceUID", ""))
+            study_uid = str(header.get("StudyInstanceUID", ""))
+        except Exception as exc:  # pydicom raises many kinds on non-DICOM input; all mean "cannot understand"
+            raise _Failed(CANNOT_UNDERSTAND, f"not a readable DICOM Part-10 object: {type(exc).__name__}") from exc
+        if not (sop_class and sop_instance and study_uid and header.get("SeriesInstanceUID")):
+            raise _Failed(
+                DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "missing SOP Class, SOP Instance, Study or Series Instance UID",
+                sop_class,
+                sop_instance,
+            )
+        if study and study_uid != study:
+            raise _Failed(
+                STUDY_UID_MISMATCH,
+                f"Study Instance UID {study_uid} differs from the target study {study}",
+                sop_class,
+                sop_instance,
+            )
+        try:
+            result = archive.store_file(path, origin, move=True)
+        except errors.PergamonError as exc:
+            raise _failure_from(exc, sop_class, sop_instance) from exc
+        except OSError as exc:
+            reason = OUT_OF_RESOURCES if exc.errno == errno.ENOSPC else PROCESSING_FAILURE
+            raise _Failed(reason, f"{type(exc).__name__}: {exc}", sop_class, sop_instance) from exc
+    except _Failed as failure:
+        _fail(outcome, failure, what)
+        return
+    item = Dataset()
+    item.ReferencedSOPClassUID = result.sop_class_uid
+    item.ReferencedSOPInstanceUID = result.sop_instance_uid
+    item.RetrieveURL = (
+        f"{base}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_instance_uid}"
+    )
+    outcome.stored.append(item)
+    outcome.studies.add(result.study_uid)
+
+
+def _failure_from(exc: errors.PergamonError, sop_class: str = "", sop_instance: str = "") -> _Failed:
+    """The Failure Reason (PS3.18 Table I.2-2) for an archive error."""
+    if isinstance(exc, errors.StorageFull):
+        reason = OUT_OF_RESOURCES
+    elif isinstance(exc, errors.SOPClassMismatch | errors.SOPInstanceMismatch):
+        reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+    elif isinstance(exc, wic.UnsupportedContent):
+        reason = TRANSFER_SYNTAX_NOT_SUPPORTED
+    elif isinstance(exc, errors.Invalid):
+        reason = CANNOT_UNDERSTAND
+    elif isinstance(exc, errors.Conflict):
+        reason = DUPLICATE_SOP_INSTANCE
+    else:
+        reason = PROCESSING_FAILURE
+    return _Failed(reason, str(exc), sop_class, sop_instance)
+
+
+def _fail(outcome: Outcome, failure: _Failed, what: str = "") -> None:
+    log.info("STOW-RS %s failed (0x%04X): %s", what or "part", failure.reason, failure)
+    item = Dataset()
+    item.ReferencedSOPClassUID = failure.sop_class or None
+    item.ReferencedSOPInstanceUID = failure.sop_instance or None
+    item.FailureReason = failure.reason
+    outcome.failed.append(item)
+
+
+# --- response ------------------------------------------------------------------------------------
+
+
+def _response_dataset(outcome: Outcome, base: str, study: str | None) -> Dataset:
+    """PS3.18 Table I.1-1; Retrieve URL (Type 2) names the study when there is exactly one."""
+    ds = Dataset()
+    studies = {study} if study else outcome.studies
+    ds.RetrieveURL = f"{base}/studies/{next(iter(studies))}" if len(studies) == 1 else None
+    if outcome.failed:
+        ds.FailedSOPSequence = Sequence(outcome.failed)
+    if outcome.stored:
+        ds.ReferencedSOPSequence = Sequence(outcome.stored)
+    return ds
+
+
+def to_xml(ds: Dataset) -> bytes:
+    """The PS3.19 Annex A Native DICOM Model of a small data set (strings, numbers, sequences)."""
+    root = ElementTree.Element("NativeDicomModel", xmlns="http://dicom.nema.org/PS3.19/models/NativeDICOM")
+    _xml_attributes(root, ds)
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _xml_attributes(parent: ElementTree.Element, ds: Dataset) -> None:
+    for element in ds:
+        attributes = {"tag": f"{element.tag:08X}", "vr": element.VR, "keyword": keyword_for_tag(element.tag)}
+        node = ElementTree.SubElement(parent, "DicomAttribute", attributes)
+        if element.VR == "SQ":
+            for number, item in enumerate(element.value, 1):
+                _xml_attributes(ElementTree.SubElement(node, "Item", number=str(number)), item)
+        elif element.value not in (None, ""):
+            values = element.value if element.VM > 1 else [element.value]
+            for number, value in enumerate(values, 1):
+                ElementTree.SubElement(node, "Value", number=str(number)).text = str(value)
