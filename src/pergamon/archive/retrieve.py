@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.pixels import get_encoder
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 from sqlalchemy import Select, select
 
 from pergamon.archive import errors
@@ -37,6 +45,9 @@ if TYPE_CHECKING:
 
 UNCOMPRESSED_FALLBACK = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 """Syntaxes an instance is converted to when the receiver does not take the stored one, best first."""
+LOSSLESS_ENCODINGS = tuple(ts for ts in (RLELossless, JPEGLSLossless, JPEG2000Lossless) if get_encoder(ts).is_available)
+"""Compressed syntaxes `transcode` can write: lossless ones with an installed pydicom encoder."""
+TRANSCODE_TARGETS = (*UNCOMPRESSED_FALLBACK, *(str(ts) for ts in LOSSLESS_ENCODINGS))
 
 # Levels of each information model (PS3.4 C.3.1, C.3.2) and the unique key of each level.
 STUDY_ROOT_LEVELS = (Level.STUDY, Level.SERIES, Level.IMAGE)
@@ -304,3 +315,32 @@ def _swap_to_little_endian(ds: Dataset) -> None:
     if "PixelData" in ds and ds["PixelData"].VR == "OW":
         arr = ds.pixel_array
         ds.PixelData = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+def transcode(archive: Archive, stored: StoredInstance, target: str) -> Outgoing:
+    """The instance in exactly the syntax `target`: as stored, decoded (`outgoing`), or re-encoded.
+
+    Compressed targets are the lossless `TRANSCODE_TARGETS` only: the pixel values do not change,
+    so the SOP Instance UID is kept (PS3.4 C.4.2 / PS3.5 8.2). Objects without Pixel Data just
+    take the new syntax.
+
+    Raises:
+        CannotConvert: `target` cannot be written, or the pixel data cannot be decoded or encoded.
+        errors.NotFound: the stored object is missing.
+    """
+    if target == stored.transfer_syntax or target in UNCOMPRESSED_FALLBACK:
+        return outgoing(archive, stored, [target])
+    if target not in TRANSCODE_TARGETS:
+        raise CannotConvert(f"{stored.sop_instance_uid}: Pergamon cannot encode {UID(target).name}")
+    decoded = outgoing(archive, stored, [str(ExplicitVRLittleEndian)])
+    ds = dcmread(decoded.content) if isinstance(decoded.content, Path) else decoded.content
+    try:
+        if "PixelData" in ds:
+            ds.compress(target, generate_instance_uid=False)
+        else:
+            ds.file_meta.TransferSyntaxUID = UID(target)
+    except Exception as exc:  # encoders refuse some pixel formats (float, 1-bit, 32-bit ...)
+        raise CannotConvert(
+            f"{stored.sop_instance_uid}: cannot encode as {UID(target).name}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return Outgoing(ds, target)

@@ -8,11 +8,11 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.routing import BaseRoute, Mount
 
 from pergamon.archive.service import Archive
-from pergamon.web import dicomweb, health
+from pergamon.web import dicomweb, health, openapi
 from pergamon.web.errors import EXCEPTION_HANDLERS
 
 
@@ -21,9 +21,20 @@ def build_app(archive: Archive) -> Starlette:
     settings = archive.settings.http
     routes: list[BaseRoute] = [
         *health.routes(archive),
+        *openapi.routes(archive),  # before the Mount: OPTIONS {base_path} (PS3.18 8.9)
         Mount(settings.base_path, routes=dicomweb.routes(archive)),
     ]
-    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    # gzip helps JSON metadata and query results; pixel data (mostly compressed already) and
+    # Part-10 streams cost ten times the time for ~10 % fewer bytes, so they go as they are.
+    binary = ("multipart/related", "application/dicom", "application/octet-stream", "image/*", "video/*")
+    middleware = [
+        Middleware(
+            GZipMiddleware,
+            minimum_size=1024,
+            compresslevel=6,
+            exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, *binary),
+        )
+    ]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         middleware.append(

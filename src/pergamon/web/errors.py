@@ -13,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from pergamon.archive import errors
+from pergamon.archive.retrieve import CannotConvert
 
 log = logging.getLogger(__name__)
 
 STATUS: dict[type[errors.PergamonError], int] = {
     errors.NotFound: 404,
+    CannotConvert: 406,  # the object cannot leave in any media type / transfer syntax asked for
     errors.Conflict: 409,
     errors.InvalidQuery: 400,
     errors.Invalid: 400,
