@@ -2,9 +2,11 @@
 
 `OrthancServer` runs the Debian `/usr/sbin/Orthanc` (never the packaged service) as a child
 process with a generated JSON configuration in a folder of its own: its own storage and index,
-a free DICOM port and HTTP port, HTTP on localhost only without authentication, no plugins, and
-the DICOM peers it should know (`DicomModalities`). It is started once per test module and
-stopped with SIGTERM; `reset()` deletes everything it stores between tests.
+a free DICOM port and HTTP port, HTTP on localhost only without authentication, no plugins
+unless asked (`dicomweb_servers` loads the DICOMweb plugin of the Debian package
+orthanc-dicomweb, see `dicomweb_plugin`), and the DICOM peers it should know (`DicomModalities`).
+It is started once per test module and stopped with SIGTERM; `reset()` deletes everything it
+stores between tests.
 
 The REST client uses urllib only (httpx is not a dependency). Orthanc 1.10 specifics worth
 knowing are noted where they matter (see `move` and `query`).
@@ -26,6 +28,17 @@ from pathlib import Path
 from typing import Any
 
 ORTHANC_AET = "ORTHANC"
+# where Debian's orthanc-dicomweb puts its plugin (a symlink into /usr/lib/orthanc)
+DICOMWEB_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
+
+
+def dicomweb_plugin() -> str | None:
+    """The path of the DICOMweb plugin (libOrthancDicomWeb.so[.version]), or None if not installed."""
+    for folder in DICOMWEB_PLUGIN_DIRS:
+        for candidate in sorted(Path(folder).glob("libOrthancDicomWeb.so*")) if Path(folder).is_dir() else []:
+            if candidate.is_file():
+                return str(candidate)
+    return None
 
 
 class OrthancError(RuntimeError):
@@ -42,6 +55,9 @@ class OrthancServer:
 
     `modalities` maps Orthanc's modality identifier to (AE title, host, port), as written to
     `DicomModalities`; the identifier is what the REST API uses (`/modalities/<id>/store`).
+    `dicomweb_servers` (identifier -> base URL of a DICOMweb service) loads the DICOMweb plugin
+    (`plugin`, found by `dicomweb_plugin()` if not given) with its own root at `/dicom-web/` and
+    these servers as its `DicomWeb.Servers` (`/dicom-web/servers/<id>/...`); None: no plugin.
     """
 
     def __init__(
@@ -53,6 +69,8 @@ class OrthancServer:
         http_port: int,
         modalities: Mapping[str, tuple[str, str, int]],
         aet: str = ORTHANC_AET,
+        dicomweb_servers: Mapping[str, str] | None = None,
+        plugin: str | None = None,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -60,6 +78,14 @@ class OrthancServer:
         self.http_port = http_port
         self.aet = aet
         self.modalities = dict(modalities)
+        self.dicomweb_servers = None if dicomweb_servers is None else dict(dicomweb_servers)
+        self.plugin = plugin
+        if self.dicomweb_servers is not None and self.plugin is None:
+            self.plugin = dicomweb_plugin()
+            if self.plugin is None:
+                raise FileNotFoundError(
+                    f"no DICOMweb plugin in {DICOMWEB_PLUGIN_DIRS} (apt-get install orthanc-dicomweb)"
+                )
         self.base_url = f"http://127.0.0.1:{http_port}"
         self.config_path = workdir / "orthanc.json"
         self.log_path = workdir / "orthanc.log"
@@ -68,6 +94,18 @@ class OrthancServer:
     # -- process ---------------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
+        config = self._core_config()
+        if self.dicomweb_servers is not None:
+            config["Plugins"] = [self.plugin]
+            config["DicomWeb"] = {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Servers": {name: [url] for name, url in self.dicomweb_servers.items()},
+            }
+        return config
+
+    def _core_config(self) -> dict[str, Any]:
         return {
             "Name": "pergamon-interop",
             "StorageDirectory": str(self.workdir / "storage"),

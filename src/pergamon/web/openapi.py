@@ -466,7 +466,8 @@ def build_wadl(routes: list[BaseRoute], base_path: str, service_url: str) -> byt
         for m in doc_media or (known.media_types if known else ()):
             ET.SubElement(response, f"{{{WADL_NS}}}representation", {"mediaType": m})
     ET.indent(application)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(application, encoding="utf-8") + b"\n"
+    body: bytes = ET.tostring(application, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body + b"\n"
 
 
 # -- routes --------------------------------------------------------------------------------------

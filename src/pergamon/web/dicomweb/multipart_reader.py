@@ -84,6 +84,9 @@ class _Current:
     part: Part | None = None
 
 
+MAX_BOUNDARY = 200
+
+
 class MultipartReader:
     """Feed the body in chunks, then `finish()` for the parts; `discard()` removes their files.
 
@@ -91,8 +94,10 @@ class MultipartReader:
     """
 
     def __init__(self, boundary: str, temp_dir: Path) -> None:
-        if not boundary or len(boundary) > 70:  # RFC 2046 §5.1.1: 1 to 70 characters
-            raise MultipartError("the multipart boundary must be 1 to 70 characters long")
+        # RFC 2046 §5.1.1 allows 1 to 70 characters, but Orthanc's DICOMweb plugin 1.7 sends 73
+        # (two UUIDs joined by "-"); accept up to 200 rather than refuse a common peer.
+        if not boundary or len(boundary) > MAX_BOUNDARY:
+            raise MultipartError(f"the multipart boundary must be 1 to {MAX_BOUNDARY} characters long")
         self.boundary = boundary.encode("latin-1")
         self.temp_dir = temp_dir
         self.parts: list[Part] = []
