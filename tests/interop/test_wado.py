@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import numpy as np
@@ -269,6 +270,33 @@ def test_metadata_etag_and_304(stored: Stored) -> None:
     assert again.status_code == 304 and again.headers["etag"] == etag and again.content == b""
     assert httpx.get(url, headers={"If-None-Match": 'W/"other"'}).status_code == 200
     assert httpx.get(url, headers={"Accept": "application/pdf"}).status_code == 406
+
+
+def test_metadata_as_native_dicom_model_xml(stored: Stored) -> None:
+    """The XML form (PS3.18 8.7.3.3 / PS3.19 A.1): one document per instance, same values and URIs as JSON."""
+    url = f"{stored.url}/studies/{stored.study}/metadata"
+    as_json = {m["00080018"]["Value"][0]: m for m in httpx.get(url).json()}
+    response = httpx.get(url, headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith('multipart/related; type="application/dicom+xml"')
+    ns = {"n": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
+    documents = parts(response)
+    assert len(documents) == len(as_json)
+    for headers, body in documents:
+        assert headers["content-type"] == "application/dicom+xml"
+        root = ElementTree.fromstring(body)
+        assert root.tag == f"{{{ns['n']}}}NativeDicomModel"
+        sop_uid = root.find("n:DicomAttribute[@tag='00080018']/n:Value", ns).text  # type: ignore[union-attr]
+        model = as_json[sop_uid]
+        for tag, entry in model.items():
+            node = root.find(f"n:DicomAttribute[@tag='{tag}']", ns)
+            assert node is not None and node.get("vr") == entry["vr"], tag
+            if "BulkDataURI" in entry:
+                assert node.find("n:BulkData", ns).get("uri") == entry["BulkDataURI"]  # type: ignore[union-attr]
+        name = model.get("00100010", {}).get("Value", [{}])[0].get("Alphabetic")
+        if name:
+            family = root.find("n:DicomAttribute[@tag='00100010']/n:PersonName/n:Alphabetic/n:FamilyName", ns)
+            assert family is not None and family.text == name.split("^")[0]
 
 
 # --- frames ---------------------------------------------------------------------------------------

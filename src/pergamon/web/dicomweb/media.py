@@ -233,6 +233,44 @@ def to_xml(ds: Dataset, *, bulk_uri: BulkUri | None = None, bulk_threshold: int 
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
 
 
+def json_to_xml(model: dict[str, Any]) -> bytes:
+    """A PS3.18 F.2 JSON dataset as a PS3.19 Native DICOM Model document (same values, same URIs).
+
+    WADO-RS metadata is built once as JSON (with its BulkDataURIs); this gives its XML form.
+    """
+    root = ET.Element("NativeDicomModel", {"xmlns": NATIVE_DICOM_NS, "xml:space": "preserve"})
+    _xml_from_json(root, model)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _xml_from_json(parent: ET.Element, model: dict[str, Any]) -> None:
+    for key, entry in model.items():
+        vr = entry.get("vr", "UN")
+        attrs = {"tag": key, "vr": vr}
+        keyword = keyword_for_tag(int(key, 16))
+        if keyword:
+            attrs["keyword"] = keyword
+        node = ET.SubElement(parent, "DicomAttribute", attrs)
+        if "BulkDataURI" in entry:
+            ET.SubElement(node, "BulkData", uri=entry["BulkDataURI"])
+        elif "InlineBinary" in entry:
+            ET.SubElement(node, "InlineBinary").text = entry["InlineBinary"]
+        for number, value in enumerate(entry.get("Value", []), 1):
+            if value is None:
+                continue
+            if vr == "SQ":
+                _xml_from_json(ET.SubElement(node, "Item", number=str(number)), value)
+            elif vr == "PN":
+                name = ET.SubElement(node, "PersonName", number=str(number))
+                for group, text in value.items():
+                    group_node = ET.SubElement(name, group)
+                    for component, part in zip(_PN_COMPONENTS, str(text).split("^"), strict=False):
+                        if part:
+                            ET.SubElement(group_node, component).text = _xml_text(part)
+            else:
+                ET.SubElement(node, "Value", number=str(number)).text = _xml_text(str(value))
+
+
 def multipart_related(parts: Iterable[bytes], part_type: str, *, boundary: str | None = None) -> tuple[bytes, str]:
     """A multipart/related body (RFC 2387, PS3.18 8.7.1.2) of parts of one media type, and its Content-Type."""
     boundary = boundary or uuid.uuid4().hex

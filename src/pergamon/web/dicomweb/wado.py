@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -317,28 +318,41 @@ def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{path[: path.index('/studies/')]}"
 
 
-def _metadata_chunks(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[bytes]:
-    yield b"["
-    first = True
+def _metadata_models(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[dict[str, Any]]:
+    """Each instance's metadata model, one at a time; an unreadable object is left out."""
     for stored in instances:
         try:
             header = frames.read_header(prepare_outgoing(archive, stored))
             instance = f"studies/{stored.study_uid}/series/{stored.series_uid}/instances/{stored.sop_instance_uid}"
-            bulk = f"{base}/{instance}/bulkdata"
-            item = json.dumps(instance_json(header, bulk), ensure_ascii=False, allow_nan=False)
-        except Exception as exc:  # an unreadable object is left out, the others still go
+            yield instance_json(header, f"{base}/{instance}/bulkdata")
+        except Exception as exc:
             log.warning("metadata of %s left out: %s", stored.sop_instance_uid, exc)
-            continue
+
+
+def _metadata_chunks(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[bytes]:
+    """A JSON array streamed instance by instance (PS3.18 F.2)."""
+    yield b"["
+    first = True
+    for model in _metadata_models(archive, instances, base):
+        item = json.dumps(model, ensure_ascii=False, allow_nan=False)
         yield (b"" if first else b",") + item.encode("utf-8")
         first = False
     yield b"]"
+
+
+def _metadata_xml_parts(archive: Archive, instances: list[StoredInstance], base: str, boundary: str) -> Iterator[bytes]:
+    """multipart/related of one Native DICOM Model document per instance (PS3.18 8.7.3.3, PS3.19 A.1)."""
+    for model in _metadata_models(archive, instances, base):
+        head = f"--{boundary}\r\nContent-Type: {media.XML}\r\n\r\n".encode("ascii")
+        yield head + media.json_to_xml(model) + b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
 
 
 async def retrieve_metadata(request: Request) -> Response:
     """Study, series or instance metadata (PS3.18 10.4.1.1.2) with ETag / If-None-Match (RFC 9110 13.1.2)."""
     archive: Archive = request.app.state.archive
     wanted = _request_of(dict(request.path_params))
-    chosen = media.negotiate(request, [DICOM_JSON, "application/json"])
+    chosen = media.negotiate(request, [DICOM_JSON, "application/json", media.MULTIPART_XML])
     instances = await run_in_threadpool(_locate, archive, wanted)
     etag = await run_in_threadpool(_etag, archive, wanted)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
@@ -346,6 +360,10 @@ async def retrieve_metadata(request: Request) -> Response:
     if "*" in match or any(t.removeprefix("W/") == etag.removeprefix("W/") for t in match):
         return Response(status_code=304, headers=headers)
     log.info("WADO-RS metadata of %s: %d instance(s)", _what(wanted), len(instances))
+    if chosen == media.MULTIPART_XML:
+        boundary = uuid.uuid4().hex
+        parts = _metadata_xml_parts(archive, instances, _base_url(request), boundary)
+        return StreamingResponse(parts, media_type=f"{media.MULTIPART_XML}; boundary={boundary}", headers=headers)
     chunks = _metadata_chunks(archive, instances, _base_url(request))
     return StreamingResponse(chunks, media_type=chosen + "; charset=utf-8", headers=headers)
 
