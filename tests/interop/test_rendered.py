@@ -233,13 +233,24 @@ def wado(base: str, s: Sample, **params: str) -> httpx.Response:
 
 
 def test_wado_uri_dicom_is_the_stored_object(stored: dict[str, Sample], base: str) -> None:
+    """transferSyntax=* gives the stored file bit for bit."""
     for prefix in ("CT, Explicit VR LE", "MG For Presentation, JPEG-LS lossless", "Basic Text SR"):
         s = find(stored, prefix)
-        response = wado(base, s, contentType="application/dicom")
+        response = wado(base, s, contentType="application/dicom", transferSyntax="*")
         assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
         assert response.content == s.path.read_bytes(), prefix
-    sr = find(stored, "Basic Text SR")
-    assert wado(base, sr).content == sr.path.read_bytes()  # non-image default: application/dicom
+    sr = find(stored, "Basic Text SR")  # non-image default: application/dicom, already Explicit VR LE
+    assert wado(base, sr).content == sr.path.read_bytes()
+
+
+def test_wado_uri_dicom_defaults_to_explicit_vr_little_endian(stored: dict[str, Sample], base: str) -> None:
+    """PS3.18 9.4.2.4: without transferSyntax the object leaves in Explicit VR Little Endian."""
+    s = find(stored, "MG For Presentation, JPEG-LS lossless")
+    response = wado(base, s, contentType="application/dicom")
+    assert response.status_code == 200, response.text
+    ds = dcmread(io.BytesIO(response.content))
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(ds.pixel_array, dcmread(s.path).pixel_array)
 
 
 def test_wado_uri_transfer_syntax(stored: dict[str, Sample], base: str) -> None:

@@ -13,9 +13,10 @@ Parameters (PS3.18 9, URI Service; names are case-sensitive, each at most once):
   for Encapsulated PDF. Without it: ``image/jpeg`` for images (PS3.18 Table 8.7.4-1
   single-frame default; a multi-frame image gives its first frame or ``frameNumber``), else
   ``application/dicom``. An image type asked for a non-image object is 406 with a message.
-- ``application/dicom`` only: ``transferSyntax`` (default: as stored, bit for bit, the VNA promise;
-  otherwise converted by `archive.retrieve.transcode`: Explicit / Implicit VR Little Endian and the
-  lossless syntaxes with an installed encoder; anything else is 406). ``anonymize`` is refused
+- ``application/dicom`` only: ``transferSyntax`` (default: Explicit VR Little Endian, PS3.18
+  9.4.2.4, or as stored when the object cannot be decoded, e.g. video; ``*`` gives the stored file
+  bit for bit; otherwise converted by `archive.retrieve.transcode`: Explicit / Implicit VR Little
+  Endian and the lossless syntaxes with an installed encoder; anything else is 406). ``anonymize`` is refused
   with 400 (not supported: refused rather than silently ignored).
   ``imageQuality`` is accepted and has no effect (no lossy transcoding is done).
 - images only (400 with ``application/dicom``): ``frameNumber``, ``rows``, ``columns`` (the image is
@@ -33,7 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -155,10 +156,15 @@ async def _dicom(archive: Archive, request: Request, stored: StoredInstance) -> 
     syntax = (single(request, "transferSyntax") or "").strip()
     if syntax and syntax != "*" and (len(syntax) > 64 or not set(syntax) <= _UID_CHARS):
         raise errors.Invalid(f"transferSyntax: {syntax!r} is not a UID")
-    target = stored.transfer_syntax if syntax in ("", "*") else syntax
+    target = stored.transfer_syntax if syntax == "*" else (syntax or str(ExplicitVRLittleEndian))
 
     def work() -> Path | bytes:
-        leaving = retrieve.transcode(archive, stored, target)
+        try:
+            leaving = retrieve.transcode(archive, stored, target)
+        except retrieve.CannotConvert:
+            if syntax:
+                raise
+            leaving = retrieve.transcode(archive, stored, stored.transfer_syntax)  # e.g. video: as stored
         if isinstance(leaving.content, Path):
             return leaving.content
         out = io.BytesIO()
