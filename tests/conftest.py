@@ -83,11 +83,16 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Settings:
     """Settings for a test archive on a free DICOM port, overriding [dicom] keys as given."""
     base = Settings()
+    audit_port = free_port()
     return dataclasses.replace(
         base,
         server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
         dicom=dataclasses.replace(DicomSettings(), port=free_port(), host="127.0.0.1", remote=remotes, **dicom),
         http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
+        audit=dataclasses.replace(base.audit, repositories=f"udp://127.0.0.1:{audit_port}"),
+        audit_repository=dataclasses.replace(
+            base.audit_repository, host="127.0.0.1", udp_port=audit_port, tls_port=free_port()
+        ),
         database=dataclasses.replace(base.database, url=database_url),
         storage=StorageSettings(),
     )
@@ -130,7 +135,10 @@ def toml_config(settings: Settings) -> str:
         f'[database]\nurl = "{settings.database.url}"\n'
         f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
         f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n'
-        f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n' + remotes
+        f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n'
+        f'[audit]\nrepositories = "{settings.audit.repositories}"\n'
+        f'[audit_repository]\nhost = "127.0.0.1"\nudp_port = {settings.audit_repository.udp_port}\n'
+        f"tls_port = {settings.audit_repository.tls_port}\n" + remotes
     )
 
 

@@ -141,6 +141,55 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    certificate: str = _doc(
+        "PEM file of this node's certificate (with its chain). Empty: no TLS listeners.", default=""
+    )
+    private_key: str = _doc("PEM file of the certificate's private key.", default="")
+    ca_certificates: str = _doc("PEM bundle of the CAs whose certificates peers must present.", default="")
+    verify_peers: bool = _doc(
+        "Mutual TLS node authentication: TLS listeners require a client certificate from `ca_certificates`, "
+        "and TLS clients verify the server's.",
+        default=True,
+    )
+    dicom_port: int = _doc("DICOM TLS listening port (0: none; the plain `dicom.port` stays open).", default=0)
+    http_port: int = _doc("HTTPS listening port (0: none; the plain `http.port` stays open).", default=0)
+    hl7_port: int = _doc("HL7 MLLP over TLS listening port (0: none).", default=0)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    enabled: bool = _doc("Emit DICOM PS3.15 A.5 audit messages for every audited event.", default=True)
+    repositories: str = _doc(
+        "Comma-separated Audit Record Repositories: `udp://host:port` (RFC 5426) or `tls://host:port` "
+        "(RFC 5425). Default: Pergamon's own repository.",
+        default="udp://127.0.0.1:5514",
+    )
+    source_id: str = _doc("Audit Source ID of the messages. Empty: the DICOM AE title.", default="")
+    enterprise_site_id: str = _doc("Audit Enterprise Site ID of the messages (optional).", default="")
+
+
+@dataclass(frozen=True)
+class AuditRepositorySettings:
+    enabled: bool = _doc("Run Pergamon's own Audit Record Repository (syslog receiver + search).", default=True)
+    host: str = _doc("Address the repository's syslog listeners bind to.", default="0.0.0.0")
+    udp_port: int = _doc("Syslog over UDP port (RFC 5426).", default=5514)
+    tls_port: int = _doc("Syslog over TLS port (RFC 5425); listens only when `tls.certificate` is set.", default=6514)
+    max_message_bytes: int = _doc(
+        "Largest syslog message kept whole; longer ones are kept truncated and flagged.", default=65536
+    )
+
+
+@dataclass(frozen=True)
+class TimeSettings:
+    servers: str = _doc(
+        "Comma-separated NTP servers (`host` or `host:port`) to check the clock against. Empty: no check.", default=""
+    )
+    check_interval: float = _doc("Seconds between clock checks.", default=600.0)
+    max_offset: float = _doc("Clock offset in seconds above which Pergamon warns and audits.", default=1.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     dicom: DicomSettings = field(default_factory=DicomSettings)
@@ -150,6 +199,10 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    audit_repository: AuditRepositorySettings = field(default_factory=AuditRepositorySettings)
+    time: TimeSettings = field(default_factory=TimeSettings)
 
     @property
     def database_url(self) -> str:
@@ -171,8 +224,18 @@ class Settings:
         return None
 
 
-_PORT_KEYS = {"port"}
-_POSITIVE_KEYS = {"max_associations", "pool_size", "poll_interval", "retry_delay", "retry_max_delay", "workers"}
+_PORT_KEYS = {"port", "udp_port", "tls_port"}
+_POSITIVE_KEYS = {
+    "max_associations",
+    "pool_size",
+    "poll_interval",
+    "retry_delay",
+    "retry_max_delay",
+    "workers",
+    "check_interval",
+    "max_offset",
+    "max_message_bytes",
+}
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -15,9 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from pergamon.archive.events import ApplicationStarted, ApplicationStopped
 from pergamon.archive.jobs import JobRunner
 from pergamon.archive.service import Archive
 from pergamon.archive.sweeper import sweep_orphans
+from pergamon.audit.repository import AuditRepository
+from pergamon.audit.sender import AuditSender
+from pergamon.audit.trail import AuditTrail
+from pergamon.clock.monitor import ClockMonitor
 from pergamon.config import Settings
 from pergamon.dimse import commitment
 from pergamon.dimse.server import DicomServer
@@ -36,6 +41,12 @@ class Pergamon:
         self.dicom = DicomServer(self.archive)
         self.http = HttpServer(self.archive)
         self.jobs = JobRunner(self.archive.jobs, commitment.job_handlers(self.archive, self.dicom))
+        self.audit_sender = AuditSender(self.archive)
+        self.audit_trail = AuditTrail(self.archive, sink=self.audit_sender.send)
+        if settings.audit.enabled:
+            self.archive.bus.subscribe(self.audit_trail.handle)
+        self.audit_repository = AuditRepository(self.archive)
+        self.clock = ClockMonitor(self.archive)
         self._stopping = threading.Event()
         self._stoppers: list[Callable[[], None]] = []
 
@@ -70,6 +81,7 @@ class Pergamon:
         for start, stop in self.archive_workers():
             start()
             self._stoppers.append(stop)
+        self.archive.bus.emit(ApplicationStarted(ae_title=self.settings.dicom.ae_title))
         counts = self.archive.counts()
         log.info(
             "Pergamon ready: %d patients, %d studies, %d series, %d instances; data in %s",
@@ -82,7 +94,12 @@ class Pergamon:
 
     def archive_workers(self) -> list[tuple[Callable[[], None], Callable[[], None]]]:
         """(start, stop) pairs of background workers."""
-        return [(self.jobs.start, self.jobs.stop)]
+        return [
+            (self.audit_repository.start, self.audit_repository.stop),
+            (self.audit_sender.start, self.audit_sender.stop),
+            (self.jobs.start, self.jobs.stop),
+            (self.clock.start, self.clock.stop),
+        ]
 
     def stop(self) -> None:
         """Stop accepting, let running associations finish (bounded), stop workers, close the index."""
@@ -92,6 +109,7 @@ class Pergamon:
             self.http.stop()
             self.dicom.stop(timeout)
             self.run_marker.unlink(missing_ok=True)
+            self.archive.bus.emit(ApplicationStopped(ae_title=self.settings.dicom.ae_title))
         for stop in reversed(self._stoppers):
             stop()
         self.archive.close()

@@ -63,6 +63,18 @@ class CommitmentReported:
     destination: str
 
 
+@dataclass(frozen=True)
+class ApplicationStarted:
+    name = "application-started"
+    ae_title: str
+
+
+@dataclass(frozen=True)
+class ApplicationStopped:
+    name = "application-stopped"
+    ae_title: str
+
+
 Subscriber = Callable[[Any], None]
 
 
