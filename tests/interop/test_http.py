@@ -32,6 +32,7 @@ def test_health_reports_the_index(server: Any, tmp_path: Path) -> None:
         "studies": 1,
         "series": 1,
         "instances": 1,
+        "clock": {"status": "not configured"},
     }
 
 

@@ -75,6 +75,34 @@ class ApplicationStopped:
     ae_title: str
 
 
+@dataclass(frozen=True)
+class ClockOffsetExceeded:
+    """The local clock is off by more than `time.max_offset` seconds from a time server (IHE CT, ITI-1).
+
+    `offset` is the server's time minus ours (positive: our clock is behind), `server` is
+    ``host:port`` of the best sample, `limit` the configured maximum.
+    """
+
+    name = "clock-offset-exceeded"
+    offset: float
+    server: str
+    limit: float
+
+
+@dataclass(frozen=True)
+class NodeAuthenticationFailed:
+    """A peer failed TLS node authentication (IHE ITI-19) on `door` ("dicom", "http", "syslog", ...).
+
+    `peer` is "host:port"; `reason` is OpenSSL's (no certificate, untrusted certificate, protocol
+    or cipher refused). Audited as ITI-20 "Node-Authentication-failure" (Security Alert 110113).
+    """
+
+    name = "node-authentication-failed"
+    peer: str
+    reason: str
+    door: str
+
+
 Subscriber = Callable[[Any], None]
 
 
