@@ -1,4 +1,4 @@
-"""The `pergamon` command: serve, import, config."""
+"""The `pergamon` command: serve, import, config, certs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in scripts)")
     cfg = sub.add_parser("config", help="print the configuration reference or the effective settings")
     cfg.add_argument("--markdown", action="store_true", help="print every key with its default as Markdown")
+    certs = sub.add_parser("certs", help="create a test CA and node certificates for a lab (not for production)")
+    certs.add_argument("directory", type=Path, help="folder for ca.pem, ca-key.pem and <host>.pem / <host>-key.pem")
+    certs.add_argument(
+        "--hosts",
+        nargs="+",
+        required=True,
+        metavar="HOST",
+        help="one certificate per HOST; `name,alias,...` for more names",
+    )
+    certs.add_argument("--days", type=int, default=730, help="validity in days (ITI-19 recommends at most 2 years)")
+    certs.add_argument("--key-size", type=int, default=2048, help="RSA key size, 2048-4096 bits")
     # Subcommands accept --config after their name too ("pergamon serve --config FILE").
     for p in (sub.choices["serve"], imp, cfg):
         p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -34,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config" and args.markdown:
         sys.stdout.write(markdown_table())
         return 0
+    if args.command == "certs":
+        return make_certs(args.directory, args.hosts, args.days, args.key_size)
     config_path = args.config or (Path(os.environ["PERGAMON_CONFIG"]) if os.environ.get("PERGAMON_CONFIG") else None)
     try:
         settings = load_settings(config_path)
@@ -55,6 +68,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("pergamon").error("cannot use the index database %s: %s", url, reason)
         return 1
     print(settings)
+    return 0
+
+
+def make_certs(directory: Path, hosts: list[str], days: int, key_size: int) -> int:
+    """`pergamon certs`: the lab CA (created or reused) and one node certificate per host."""
+    from pergamon.security.certs import config_snippet, create_lab_pki
+
+    try:
+        nodes = create_lab_pki(directory, hosts, days=days, key_size=key_size)
+    except (ValueError, OSError) as exc:
+        print(f"pergamon certs: {exc}", file=sys.stderr)
+        return 2
+    print(f"CA: {directory / 'ca.pem'} (key {directory / 'ca-key.pem'}: keep it off the nodes)")
+    for node in nodes:
+        print(f"{node.name}: {node.certificate}, key {node.private_key}")
+    print(f"\nConfiguration of {nodes[0].name}:\n\n{config_snippet(directory, nodes[0])}", end="")
     return 0
 
 

@@ -52,6 +52,10 @@ class RemoteAE:
     ae_title: str = _doc("AE title of the peer (required).", default="")
     host: str = _doc("Host name or address of the peer.", default="127.0.0.1")
     port: int = _doc("DICOM port of the peer.", default=104)
+    tls: bool = _doc(
+        "Open associations to this peer over TLS (the `[tls]` policy; `port` is then its TLS port).",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,11 @@ class TlsSettings:
     dicom_port: int = _doc("DICOM TLS listening port (0: none; the plain `dicom.port` stays open).", default=0)
     http_port: int = _doc("HTTPS listening port (0: none; the plain `http.port` stays open).", default=0)
     hl7_port: int = _doc("HL7 MLLP over TLS listening port (0: none).", default=0)
+    legacy_cipher: bool = _doc(
+        'Also offer TLS_RSA_WITH_AES_128_CBC_SHA (TLS 1.2 only), the suite of the older ATNA "TLS" '
+        "option, for peers that know no other. Off: RFC 9325 advises against static RSA.",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,7 @@ class Settings:
 
 
 _PORT_KEYS = {"port", "udp_port", "tls_port"}
+_OPTIONAL_PORT_KEYS = {"tls.dicom_port", "tls.http_port", "tls.hl7_port"}
 _POSITIVE_KEYS = {
     "max_associations",
     "pool_size",
@@ -262,7 +272,21 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         if remote.ae_title in seen:
             raise ConfigError(f"dicom.remote[{i}].ae_title: {remote.ae_title} is listed twice")
         seen.add(remote.ae_title)
+    _check_tls(settings)
     return settings
+
+
+def _check_tls(settings: Settings) -> None:
+    """TLS ports distinct from the plain ones; certificate, key and CA files present and loadable."""
+    from pergamon.security import tls
+
+    plain = {"dicom.port": settings.dicom.port, "http.port": settings.http.port, "hl7.port": settings.hl7.port}
+    for key in ("dicom_port", "http_port", "hl7_port"):
+        port = getattr(settings.tls, key)
+        clash = [name for name, value in plain.items() if value == port]
+        if port and clash:
+            raise ConfigError(f"tls.{key}: {port} is also {clash[0]}")
+    tls.check(settings)
 
 
 def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -373,6 +397,8 @@ def _parse_number(kind: type[int] | type[float], value: Any, key: str, from_env:
 
 def _check_range(key: str, number: float) -> None:
     name = key.rsplit(".", 1)[-1]
+    if key in _OPTIONAL_PORT_KEYS and not 0 <= number <= 65535:
+        raise ConfigError(f"{key}: port must be between 0 (none) and 65535, got {number}")
     if name in _PORT_KEYS and not 1 <= number <= 65535:
         raise ConfigError(f"{key}: port must be between 1 and 65535, got {number}")
     if name in _POSITIVE_KEYS and number <= 0:

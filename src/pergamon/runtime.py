@@ -58,11 +58,7 @@ class Pergamon:
     def start(self) -> None:
         started_at = time.time()
         unclean = self.run_marker.exists()
-        dicom = self.settings.dicom
-        try:
-            self.dicom.start()
-        except OSError as exc:
-            raise OSError(exc.errno, f"DICOM port {dicom.host}:{dicom.port}: {exc.strerror or exc}") from exc
+        self.dicom.start()  # OSErrors name the port that failed
         try:
             self.http.start()
         except OSError:

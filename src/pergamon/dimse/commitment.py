@@ -473,7 +473,12 @@ def _send_on_new(archive: Archive, calling_ae: str, event_type: int, info: Datas
     # proposes the SCP role (SCU role 0, SCP role 1) by SCP/SCU Role Selection (PS3.7 D.3.3.4).
     role = build_role(StorageCommitmentPushModel, scp_role=True)
     assoc = ae.associate(
-        remote.host, remote.port, ae_title=remote.ae_title, ext_neg=[role], evt_handlers=network.CONNECTION_HANDLERS
+        remote.host,
+        remote.port,
+        ae_title=remote.ae_title,
+        ext_neg=[role],
+        evt_handlers=network.CONNECTION_HANDLERS,
+        tls_args=network.tls_args(archive, remote),
     )
     if not assoc.is_established:
         if assoc.is_rejected:
@@ -481,7 +486,7 @@ def _send_on_new(archive: Archive, calling_ae: str, event_type: int, info: Datas
         elif assoc.is_aborted:
             why = "aborted the association (unreachable or not a DICOM peer?)"
         else:
-            why = "could not be reached"
+            why = "could not be reached" + (" over TLS" if remote.tls else "")
         return Retry(f"storage commitment report: {where} {why}")
     try:
         accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == StorageCommitmentPushModel]

@@ -4,15 +4,26 @@ pynetdicom leaves Nagle's algorithm on. A DIMSE exchange is a series of small me
 waiting for an answer, so Nagle plus the peer's delayed ACK stalls up to ~40 ms per message
 (measured: a one-match C-FIND took 50-100 ms with it, 10-15 ms without). TCP_NODELAY is set as
 soon as the connection opens, on both accepted and requested associations.
+
+Outgoing associations to a `[[dicom.remote]]` with `tls = true` use `tls_args` (ITI-19).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
+from typing import TYPE_CHECKING
 
 from pynetdicom import evt
 from pynetdicom.events import Event
+
+from pergamon.archive.events import NodeAuthenticationFailed
+from pergamon.config import RemoteAE
+from pergamon.security import tls
+
+if TYPE_CHECKING:
+    from pergamon.archive.service import Archive
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +54,26 @@ def end_unnegotiated_connection(event: Event) -> None:
 
 
 CONNECTION_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay)]
+
+
+def tls_args(archive: Archive, remote: RemoteAE) -> tuple[ssl.SSLContext, str] | None:
+    """`tls_args` for `AE.associate` to `remote`: None for a plain peer, else the one TLS client policy.
+
+    A handshake the peer fails (untrusted certificate, old protocol) is reported as
+    `NodeAuthenticationFailed` (door "dicom") before pynetdicom turns it into an aborted association.
+
+    Raises:
+        ValueError: the peer wants TLS but no TLS client is configured (`load_settings` prevents it).
+    """
+    if not remote.tls:
+        return None
+    context = tls.client_context(archive.settings)
+    if context is None:
+        raise ValueError(f"{remote.ae_title} needs TLS, but [tls] has neither certificate nor ca_certificates")
+    bus = archive.bus
+
+    def refused(peer: str, reason: str) -> None:
+        log.warning("DICOM TLS: %s (%s) refused: %s", remote.ae_title, peer, reason)
+        bus.emit(NodeAuthenticationFailed(f"{remote.ae_title}@{peer}", reason, "dicom"))
+
+    return tls.report_client_failures(context, refused), remote.host

@@ -272,6 +272,7 @@ class DestinationSender:
             contexts=plan.contexts,
             ae_title=remote.ae_title,
             evt_handlers=network.CONNECTION_HANDLERS,
+            tls_args=network.tls_args(self.archive, remote),
         )
         if assoc.is_established:
             self._assoc = assoc
@@ -287,7 +288,8 @@ class DestinationSender:
         if assoc.is_rejected:
             self._refusal = f"{remote.ae_title} rejected the association"
         else:
-            self._refusal = f"cannot associate with {remote.ae_title} at {remote.host}:{remote.port}"
+            over = " over TLS" if remote.tls else ""
+            self._refusal = f"cannot associate with {remote.ae_title} at {remote.host}:{remote.port}{over}"
         log.warning("%s (%d instance(s) fail)", self._refusal, len(plan.instances))
 
     def close(self) -> None:

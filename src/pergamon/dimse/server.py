@@ -2,14 +2,28 @@
 
 Wiring only: presentation contexts, association policy (called / calling AE titles) and one
 handler per DIMSE event, each handler living in the module named after its service.
+
+Two listeners share the AE: the plain `dicom.port` (ATNA "STX: No Secure Transport") and, when
+`tls.dicom_port` is set, a TLS one with `security.tls.server_context` (ITI-19 Authenticate Node;
+DICOM PS3.15 B.10 BCP 195 non-downgrading profile). pynetdicom's own `AssociationServer` wraps
+each accepted socket and runs the TLS handshake in its accept loop: one peer that stalls the
+handshake would block every other connection, and a failed handshake is swallowed by
+`socketserver`. `TlsAssociationServer` therefore only wraps the socket on accept and runs the
+handshake on the connection's own thread (bounded by `tls.HANDSHAKE_TIMEOUT`); a refused peer
+(no or untrusted certificate, old protocol, no shared cipher) is logged and reported as a
+`NodeAuthenticationFailed` event (door "dicom") for the audit trail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -25,8 +39,10 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pergamon.archive.events import NodeAuthenticationFailed
 from pergamon.archive.service import Archive
 from pergamon.dimse import commitment, echo, find, get, move, network, store
+from pergamon.security import tls
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +143,106 @@ def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]
     return bound
 
 
+class TlsAssociationServer(ThreadedAssociationServer):
+    """A TLS listener whose handshakes run on the connection's thread, failures reported.
+
+    `on_refused(peer, reason)` is set by `DicomServer` before the accept loop starts.
+    """
+
+    on_refused: Callable[[str, str], None] | None = None
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept and wrap, leaving the handshake to `process_request_thread`."""
+        assert self.socket is not None and self.ssl_context is not None
+        client, address = self.socket.accept()
+        try:
+            wrapped = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            client.close()
+            raise
+        return wrapped, address
+
+    def process_request_thread(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object
+    ) -> None:
+        """Complete the handshake (bounded), then serve the association as pynetdicom does."""
+        assert isinstance(request, ssl.SSLSocket)
+        previous = request.gettimeout()
+        try:
+            request.settimeout(tls.HANDSHAKE_TIMEOUT)
+            request.do_handshake()
+            request.settimeout(previous)
+        except OSError as exc:  # ssl.SSLError, timeouts and resets are all OSErrors
+            self._refused(request, client_address, exc)
+            return
+        super().process_request_thread(request, client_address)  # type: ignore[arg-type]
+
+    def _refused(self, request: socket.socket, client_address: object, exc: OSError) -> None:
+        peer = tls.peer_name(client_address)
+        reason = tls.describe_failure(exc)
+        with contextlib.suppress(OSError):
+            self.shutdown_request(request)
+        if not tls.is_authentication_failure(exc):
+            log.debug("DICOM TLS: %s left during the handshake (%s)", peer, reason)
+            return
+        log.warning("DICOM TLS: refused %s: %s", peer, reason)
+        if self.on_refused is not None:
+            self.on_refused(peer, reason)
+
+
 class DicomServer:
-    """The running listener, with a graceful stop."""
+    """The running listeners (plain and, when configured, TLS), with a graceful stop."""
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         configure_pynetdicom(archive)
         self.ae = build_ae(archive)
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: TlsAssociationServer | None = None
 
     def start(self) -> None:
         """Start listening (returns at once; associations run on their own threads)."""
         settings = self.archive.settings.dicom
-        self.server = self.ae.start_server(
-            (settings.host, settings.port),
-            block=False,
-            evt_handlers=handlers(self.archive),  # type: ignore[arg-type]
-        )
+        try:
+            self.server = self.ae.start_server(
+                (settings.host, settings.port),
+                block=False,
+                evt_handlers=handlers(self.archive),  # type: ignore[arg-type]
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"DICOM port {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
         log.info("DICOM listener %s on %s:%d", settings.ae_title, settings.host, settings.port)
+        tls_port = self.archive.settings.tls.dicom_port
+        context = tls.server_context(self.archive.settings) if tls_port else None
+        if context is None:
+            return
+        try:
+            self.tls_server = self._start_tls(settings.host, tls_port, context)
+        except OSError as exc:
+            self.stop(0)
+            raise OSError(exc.errno, f"DICOM TLS port {settings.host}:{tls_port}: {exc.strerror or exc}") from exc
+        log.info(
+            "DICOM TLS listener %s on %s:%d (%s)",
+            settings.ae_title,
+            settings.host,
+            tls_port,
+            "mutual TLS" if self.archive.settings.tls.verify_peers else "no client certificate required",
+        )
+
+    def _start_tls(self, host: str, port: int, context: ssl.SSLContext) -> TlsAssociationServer:
+        """Like `AE.start_server(block=False, ssl_context=...)`, with `TlsAssociationServer`."""
+        server = self.ae.make_server(
+            (host, port),
+            ssl_context=context,
+            evt_handlers=handlers(self.archive),  # type: ignore[arg-type]
+            server_class=TlsAssociationServer,
+        )
+        assert isinstance(server, TlsAssociationServer)
+        bus = self.archive.bus
+        server.on_refused = lambda peer, reason: bus.emit(NodeAuthenticationFailed(peer, reason, "dicom"))
+        threading.Thread(target=server.serve_forever, name="pergamon-dicom-tls", daemon=True).start()
+        self.ae._servers.append(server)
+        return server
 
     @property
     def port(self) -> int:
@@ -153,24 +251,27 @@ class DicomServer:
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, give running associations `timeout` seconds to finish, then abort the rest."""
-        server = self.server
-        if server is None:
+        servers = [s for s in (self.server, self.tls_server) if s is not None]
+        if not servers:
             return
-        # socketserver's shutdown ends the accept loop; closing the socket refuses new connections.
-        stopper = threading.Thread(target=super(ThreadedAssociationServer, server).shutdown, daemon=True)
-        stopper.start()
-        stopper.join(timeout=5)
-        server.server_close()
+        for server in servers:
+            # socketserver's shutdown ends the accept loop; closing the socket refuses new connections.
+            stopper = threading.Thread(target=super(ThreadedAssociationServer, server).shutdown, daemon=True)
+            stopper.start()
+            stopper.join(timeout=5)
+            server.server_close()
         deadline = time.monotonic() + timeout
-        while server.active_associations and time.monotonic() < deadline:
+        while any(s.active_associations for s in servers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        remaining = server.active_associations
+        remaining = [assoc for s in servers for assoc in s.active_associations]
         if remaining:
             log.warning("aborting %d association(s) still running after %.0f s", len(remaining), timeout)
             for assoc in remaining:
                 assoc.abort()
         else:
             log.info("all associations finished")
-        if server in self.ae._servers:
-            self.ae._servers.remove(server)
+        for server in servers:
+            if server in self.ae._servers:
+                self.ae._servers.remove(server)
         self.server = None
+        self.tls_server = None
