@@ -459,6 +459,7 @@ def test_xml_is_multipart_native_dicom_model(corpus: Corpus) -> None:
         ("/studies", {"StudyDate": "yesterday"}, "StudyDate"),
         ("/studies", {"limit": "-1"}, "limit"),
         ("/studies", {"limit": "ten"}, "limit"),
+        ("/studies", {"limit": "\u00b2"}, "limit"),  # a Unicode digit str.isdigit() accepts and int() refuses
         ("/studies", {"offset": "1.5"}, "offset"),
         ("/studies", {"fuzzymatching": "maybe"}, "fuzzymatching"),
         ("/studies", {"includefield": "Nonsense"}, "Nonsense"),

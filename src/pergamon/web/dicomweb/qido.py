@@ -236,7 +236,7 @@ def _key_value(vr: str, values: list[str]) -> str:
 
 def _non_negative(name: str, values: list[str]) -> int:
     text = values[-1].strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() alone accepts '²', which int() refuses
         raise InvalidQuery(f"{name}: '{values[-1]}' is not a non-negative integer (PS3.18 8.3.4.4)")
     return int(text)
 
