@@ -177,3 +177,37 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def _audit_messages_validate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every audit message produced in the whole test suite validates against the DICOM audit schema.
+
+    Wraps `AuditTrail.messages_for` (which `handle` calls for every event of every trail created in
+    this process): each message is checked against dicom2017c.xsd, and a builder that raises counts
+    too (`handle` logs and drops such bugs, so they would otherwise go unnoticed). The test that
+    produced a bad message fails at teardown with the schema errors.
+    """
+    from audit_schema import errors as schema_errors
+
+    from pergamon.audit.trail import AuditTrail
+
+    problems: list[str] = []
+    original = AuditTrail.messages_for
+
+    def checked(self: AuditTrail, event: Any) -> list[bytes]:
+        try:
+            built = original(self, event)
+        except Exception as exc:
+            problems.append(f"{type(event).__name__}: building the audit message raised {exc!r}")
+            raise
+        for message in built:
+            found = schema_errors(message)
+            if found:
+                problems.append(f"{type(event).__name__}: {'; '.join(found)}\n{message.decode('utf-8', 'replace')}")
+        return built
+
+    monkeypatch.setattr(AuditTrail, "messages_for", checked)
+    yield
+    if problems:
+        pytest.fail("invalid audit message(s) produced by this test:\n" + "\n".join(problems), pytrace=False)

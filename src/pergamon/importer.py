@@ -20,6 +20,8 @@ from pergamon.archive import errors
 from pergamon.archive.ingest import StoreOutcome
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
+from pergamon.audit.sender import AuditSender
+from pergamon.audit.trail import AuditTrail
 from pergamon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,16 @@ def run_import(settings: Settings, paths: list[Path], *, progress: bool = True) 
         print(f"pergamon import: no such file or folder: {missing[0]}", file=sys.stderr)
         return 2
     archive = Archive.open(settings)
+    # PHI-import is audited (ITI TF-2 Table 3.20.4.1.1.1-1; PS3.15 A.5.3.8 Import): the messages go to
+    # the durable audit spool, delivered now or by the next `pergamon serve`.
+    sender = AuditSender(archive)
+    if settings.audit.enabled:
+        archive.bus.subscribe(AuditTrail(archive, sink=sender.send).handle)
+    sender.start()
     try:
         outcomes, failures, skipped = import_files(archive, list(iter_files(paths)), progress=progress)
     finally:
+        sender.stop()
         archive.close()
     print_summary(outcomes, failures, skipped)
     return 1 if failures else 0

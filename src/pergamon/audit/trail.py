@@ -1,19 +1,281 @@
-"""Turning the core's domain events into DICOM PS3.15 A.5 audit messages: being written."""
+"""Turning the core's domain events into DICOM PS3.15 A.5 audit messages (ITI-20 Record Audit Event).
+
+`AuditTrail.handle` is subscribed to the archive's event bus, so every door (DIMSE, DICOMweb,
+import, later HL7 and web services) is audited once, here, from the events the core emits:
+
+| Domain event                | Audit message (PS3.15 A.5.3)                                      |
+|-----------------------------|-------------------------------------------------------------------|
+| ApplicationStarted/Stopped  | 110100 Application Activity, 110120 / 110121 (A.5.3.1)            |
+| InstanceStored (dimse/http) | 110104 DICOM Instances Transferred, action C (U if replaced)      |
+| InstanceStored (import)     | 110107 Import, action C (A.5.3.8)                                 |
+| InstanceRejectedOnIngest    | 110104 (110107 for import) with outcome 8 and the reason          |
+| InstancesSent               | 110104, action R, one message per patient (ITI TF-2 §3.20.7.1)   |
+| QueryPerformed              | 110112 Query (A.5.3.11): C-FIND SOP class + identifier, or QIDO URI |
+| NodeAuthenticationFailed    | 110113 Security Alert, type 110126 Node Authentication            |
+| ClockOffsetExceeded         | 110113 Security Alert, private type (CID 403 is extensible; ITI-1 names none) |
+| CommitmentReported          | not audited: no PS3.15 A.5.3 / ITI-20 event for storage commitment |
+
+Auditing never fails the operation that caused it: a message that cannot be built is logged and
+dropped, and so is a sink error (the sink, a durable queue, is expected not to raise).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import getpass
+import logging
+import os
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
 from typing import Any
 
+from sqlalchemy import select
+
+from pergamon.archive.index.schema import instance, patient, series, study
+from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
+from pergamon.audit import codes as c
+from pergamon.audit import messages as m
+
+log = logging.getLogger(__name__)
+
+# C-FIND SOP classes (PS3.4 C.6): the level alone tells the information model we answered with.
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+_LOOKUP_CHUNK = 500
+_QIDO_RESOURCES = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
+# Consistent Time (ITI-1) names no audit event; PS3.15 A.5.3.11 EventTypeCode is from the extensible CID 403.
+CLOCK_OFFSET_EXCEEDED = c.Code("clock-offset-exceeded", "99PERGAMON", "Clock Offset Exceeded")
 
 
 class AuditTrail:
-    """Subscriber of the event bus: one audit message per audited event, handed to `sink`."""
+    """Subscriber of the event bus: the audit messages of each audited event, handed to `sink`."""
 
     def __init__(self, archive: Archive, sink: Callable[[bytes], None]) -> None:
         self.archive = archive
         self.sink = sink
 
     def handle(self, event: Any) -> None:
-        return None
+        """Build the event's messages and hand each to the sink; never raises into the core."""
+        try:
+            built = self.messages_for(event)
+        except Exception:
+            log.exception("cannot build the audit message(s) of %s: dropped", getattr(event, "name", event))
+            return
+        for message in built:
+            try:
+                self.sink(message)
+            except Exception:
+                log.exception("audit sink failed on a message of %s: dropped", getattr(event, "name", event))
+
+    def messages_for(self, event: Any) -> list[bytes]:
+        """The audit messages for one domain event (empty for events that are not audited)."""
+        builder = getattr(self, f"_on_{type(event).__name__}", None)
+        if builder is None:
+            return []
+        return list(builder(event))
+
+    # --- who takes part --------------------------------------------------------------------------
+
+    @cached_property
+    def source(self) -> m.AuditSource:
+        audit = self.archive.settings.audit
+        return m.AuditSource(audit.source_id or self.ae_title, audit.enterprise_site_id)
+
+    @property
+    def ae_title(self) -> str:
+        return self.archive.settings.dicom.ae_title
+
+    @cached_property
+    def hostname(self) -> str:
+        return socket.gethostname()
+
+    def local(self, origin: Origin | None = None, *, requestor: bool = False) -> m.Participant:
+        """Pergamon itself: its AE title, `AETITLES=` on the DIMSE door, else the process ID."""
+        ae = (origin.called_ae if origin is not None and origin.called_ae else "") or self.ae_title
+        door = origin.door if origin is not None else "dimse"
+        alternative = m.aetitles(ae) if door == "dimse" else str(os.getpid())
+        return m.Participant(ae, requestor, alternative_user_id=alternative, host=self.hostname)
+
+    def peer(self, origin: Origin, *, requestor: bool) -> m.Participant:
+        """The other side of a request, from its origin: a DICOM AE, an HTTP client, a file."""
+        if origin.door == "dimse":
+            return m.Participant.application(origin.calling_ae, origin.peer, requestor=requestor)
+        host, _ = m.network_access_point(origin.peer)
+        return m.Participant(origin.user or host or origin.door, requestor, host=origin.peer)
+
+    def destination_ae(self, ae_title: str, *, requestor: bool) -> m.Participant:
+        remote = self.archive.settings.remote_ae(ae_title)
+        return m.Participant.application(ae_title, remote.host if remote else "", requestor=requestor)
+
+    @staticmethod
+    def operator() -> m.Participant:
+        """The person running this process (import, start, stop)."""
+        try:
+            user = getpass.getuser()
+        except Exception:
+            user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+        return m.Participant(user, True)
+
+    # --- what the events touch ---------------------------------------------------------------------
+
+    def lookup(self, sop_uids: Sequence[str]) -> dict[tuple[str, str], tuple[m.Patient, dict[str, m.Study]]]:
+        """Patient and studies (SOP classes and counts) of the given instances, grouped by patient."""
+        grouped: dict[tuple[str, str], tuple[m.Patient, dict[str, m.Study]]] = {}
+        query = select(
+            instance.c.sop_uid,
+            instance.c.sop_class_uid,
+            study.c.study_uid,
+            study.c.accession_number,
+            patient.c.patient_id,
+            patient.c.issuer,
+        ).select_from(instance.join(series).join(study).join(patient))
+        with self.archive.db.read() as conn:
+            for start in range(0, len(sop_uids), _LOOKUP_CHUNK):
+                chunk = list(sop_uids[start : start + _LOOKUP_CHUNK])
+                for row in conn.execute(query.where(instance.c.sop_uid.in_(chunk))):
+                    key = (row.patient_id or "", row.issuer or "")
+                    _, studies = grouped.setdefault(key, (m.Patient(*key), {}))
+                    accession = (row.accession_number,) if row.accession_number else ()
+                    studies.setdefault(row.study_uid, m.Study(row.study_uid, accessions=accession)).add(
+                        row.sop_class_uid, row.sop_uid
+                    )
+        return grouped
+
+    def _stored_objects(self, event: Any) -> tuple[m.Patient, m.Study]:
+        found = self.lookup([event.sop_instance_uid])
+        for who, studies in found.values():
+            if event.study_uid in studies:
+                return who, studies[event.study_uid]
+        fallback = m.Study(event.study_uid)
+        fallback.add(event.sop_class_uid, event.sop_instance_uid)
+        return m.Patient(event.patient_id), fallback
+
+    # --- one method per audited event ----------------------------------------------------------
+
+    def _on_ApplicationStarted(self, event: Any) -> Iterator[bytes]:
+        yield m.application_activity(self.source, self.local(), started=True, launcher=self.operator())
+
+    def _on_ApplicationStopped(self, event: Any) -> Iterator[bytes]:
+        yield m.application_activity(self.source, self.local(), started=False, launcher=self.operator())
+
+    def _on_InstanceStored(self, event: Any) -> Iterator[bytes]:
+        who, what = self._stored_objects(event)
+        origin: Origin = event.origin
+        if origin.door == "import":
+            yield self._import(origin, who, [what])
+            return
+        action = "U" if event.replaced else "C"
+        yield m.instances_transferred(
+            self.source, action, self.peer(origin, requestor=True), self.local(origin), who, [what]
+        )
+
+    def _on_InstanceRejectedOnIngest(self, event: Any) -> Iterator[bytes]:
+        origin: Origin = event.origin
+        reason = f"{event.sop_instance_uid}: {event.reason}" if event.sop_instance_uid else event.reason
+        if origin.door == "import":
+            yield self._import(origin, None, [], outcome=c.SERIOUS_FAILURE, description=reason)
+            return
+        yield m.instances_transferred(
+            self.source, "C", self.peer(origin, requestor=True), self.local(origin), None, [],
+            outcome=c.SERIOUS_FAILURE, description=reason,
+        )  # fmt: skip
+
+    def _import(
+        self, origin: Origin, who: m.Patient | None, what: list[m.Study], *, outcome: int = c.SUCCESS,
+        description: str = "",
+    ) -> bytes:  # fmt: skip
+        media = m.Participant(origin.path or "unknown", False, media=c.MEDIA_URI)
+        importer = m.Participant(self.ae_title, False, alternative_user_id=str(os.getpid()), host=self.hostname)
+        return m.import_(
+            self.source, importer, media, who, what, others=[self.operator()], outcome=outcome,
+            description=description,
+        )  # fmt: skip
+
+    def _on_InstancesSent(self, event: Any) -> Iterator[bytes]:
+        origin: Origin = event.origin
+        sent = len(event.sop_instance_uids)
+        if not sent and not event.failed:
+            return
+        outcome = c.SUCCESS if not event.failed else c.MINOR_FAILURE if sent else c.SERIOUS_FAILURE
+        description = f"{sent} sent, {event.failed} failed" if event.failed else ""
+        sender = self.local(origin)
+        if origin.door == "dimse":
+            third_party = event.destination.strip() != origin.calling_ae
+            receiver = self.destination_ae(event.destination, requestor=not third_party)
+            if not third_party and origin.peer:
+                receiver = m.Participant.application(event.destination, origin.peer, requestor=True)
+            others = [self.peer(origin, requestor=True)] if third_party else []
+        else:
+            receiver, others = self.peer(origin, requestor=True), []
+        grouped = self.lookup(event.sop_instance_uids)
+        if not grouped:
+            yield m.instances_transferred(self.source, "R", sender, receiver, None, [], others=others,
+                                          outcome=outcome, description=description)  # fmt: skip
+        for who, studies in grouped.values():
+            yield m.instances_transferred(self.source, "R", sender, receiver, who, list(studies.values()),
+                                          others=others, outcome=outcome, description=description)  # fmt: skip
+
+    def _on_QueryPerformed(self, event: Any) -> Iterator[bytes]:
+        origin: Origin = event.origin
+        keys: dict[str, Any] = dict(event.keys)
+        patient_id = str(keys.get("PatientID", "") or "")
+        who = None
+        if patient_id and not any(c in patient_id for c in "*?\\,"):
+            who = m.Patient(patient_id, str(keys.get("IssuerOfPatientID", "") or ""))
+        requestor, responder = self.peer(origin, requestor=True), self.local(origin)
+        if origin.door == "dimse":
+            sop_class = getattr(event, "sop_class_uid", "") or (
+                PATIENT_ROOT_FIND if event.level == "PATIENT" else STUDY_ROOT_FIND
+            )
+            identifier, syntax = encode_identifier(event.level, keys)
+            yield m.query(self.source, requestor, responder, identifier, sop_class_uid=sop_class,
+                          transfer_syntax=syntax, patient=who)  # fmt: skip
+            return
+        resource = _QIDO_RESOURCES.get(event.level, event.level.lower())
+        uri = origin.path or f"{self.archive.settings.http.base_path}/{resource}"
+        query_string = urllib.parse.urlencode(sorted((k, str(v)) for k, v in keys.items()))
+        yield m.query(self.source, requestor, responder, query_string.encode(), uri=uri, patient=who)
+
+    def _on_NodeAuthenticationFailed(self, event: Any) -> Iterator[bytes]:
+        peer = str(getattr(event, "peer", "") or "")
+        host, _ = m.network_access_point(peer)
+        door = str(getattr(event, "door", "") or "")
+        reporter = m.Participant(self.ae_title, False, alternative_user_id=str(os.getpid()), host=self.hostname)
+        performer = m.Participant(host or peer or "unknown", True, host=peer)
+        reason = str(getattr(event, "reason", "") or "")
+        yield m.node_authentication_failure(self.source, reporter, performer, f"{door}: {reason}" if door else reason)
+
+    def _on_ClockOffsetExceeded(self, event: Any) -> Iterator[bytes]:
+        reporter = m.Participant(self.ae_title, False, alternative_user_id=str(os.getpid()), host=self.hostname)
+        text = f"clock offset {event.offset:+.3f} s from {event.server} exceeds {event.limit:g} s"
+        yield m.security_alert(self.source, CLOCK_OFFSET_EXCEEDED, reporter, subject=str(event.server),
+                               subject_type=c.ID_NODE, alert_description=text)  # fmt: skip
+
+
+def encode_identifier(level: str, keys: dict[str, Any]) -> tuple[bytes, str]:
+    """The C-FIND identifier as Explicit VR Little Endian bytes (ParticipantObjectQuery of A.5.3.11).
+
+    Rebuilt from the matching keys the event carries; a key pydicom cannot encode is left out.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        try:
+            setattr(ds, keyword, value)
+        except Exception:
+            log.debug("query key %s=%r left out of the audit identifier", keyword, value)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    try:
+        write_dataset(buffer, ds)
+    except Exception:
+        return repr(sorted(keys.items())).encode(), ""
+    return buffer.getvalue(), EXPLICIT_VR_LITTLE_ENDIAN

@@ -12,7 +12,7 @@ from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddle
 from starlette.routing import BaseRoute, Mount
 
 from pergamon.archive.service import Archive
-from pergamon.web import dicomweb, health, openapi
+from pergamon.web import dicomweb, fhir, health, openapi
 from pergamon.web.errors import EXCEPTION_HANDLERS
 
 
@@ -22,6 +22,7 @@ def build_app(archive: Archive) -> Starlette:
     routes: list[BaseRoute] = [
         *health.routes(archive),
         *openapi.routes(archive),  # before the Mount: OPTIONS {base_path} (PS3.18 8.9)
+        Mount("/fhir", routes=fhir.routes(archive)),  # IHE ITI-81 RESTful ATNA on the audit repository
         Mount(settings.base_path, routes=dicomweb.routes(archive)),
     ]
     # gzip helps JSON metadata and query results; pixel data (mostly compressed already) and

@@ -1,4 +1,4 @@
-"""SQL tables of the index: patient / study / series / instance, plus the durable job queue.
+"""SQL tables of the index: patient / study / series / instance, the durable job queue, the audit records.
 
 SQLAlchemy Core, one schema for SQLite and PostgreSQL; Alembic migrations under `migrations/`
 are generated from this module. Matchable attributes have their own column holding the value in
@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -129,6 +130,42 @@ job = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index(None, job.c.state, job.c.next_run_at)
+
+# Audit Record Repository (ITI TF-2 3.20.4.1.3, 3.81): every received syslog message, raw and byte-exact,
+# with the ITI-81 search parameters that have one value per message as columns; the multi-valued ones
+# (users, addresses, patients, entities, subtypes, flags) are rows of `audit_record_key`.
+audit_record = Table(
+    "audit_record",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("transport", String(8), nullable=False),
+    Column("peer", String(128), nullable=False, default=""),
+    Column("flag", String(256), index=True),  # comma-separated problems; NULL when the message is clean
+    Column("detail", Text),
+    Column("hostname", String(255)),
+    Column("app_name", String(48)),
+    Column("msgid", String(32)),
+    Column("recorded", Float, nullable=False, index=True),  # EventDateTime, else syslog TIMESTAMP, else arrival
+    Column("event_system", String(255)),
+    Column("event_id", String(64), index=True),
+    Column("action", String(4)),
+    Column("outcome", String(4)),
+    Column("source_id", String(255), index=True),
+    Column("size", Integer, nullable=False),  # bytes received, before any truncation
+    Column("raw", LargeBinary, nullable=False),
+)
+
+audit_record_key = Table(
+    "audit_record_key",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("record_fk", Integer, ForeignKey("audit_record.pk"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("system", String(255), nullable=False, default=""),
+    Column("value", String(512), nullable=False),
+)
+Index(None, audit_record_key.c.kind, audit_record_key.c.value)
 
 
 class Level(Enum):
