@@ -252,3 +252,23 @@ def test_stop_is_audited(tmp_path: Path, database_url: str) -> None:
     app.stop()
     (stop,) = captured.take("110100")
     assert stop.find("EventIdentification/EventTypeCode").get("csd-code") == "110121"
+
+
+def test_refused_store_is_audited_as_a_failure(audited: tuple[Pergamon, Captured], tmp_path: Path) -> None:
+    """A C-STORE the archive refuses (no Series Instance UID) is audited: 110104 with outcome 8."""
+    app, captured = audited
+    captured.take("110100")
+    ds = samples.make_instance(CT, patient_id=PATIENT)
+    del ds.SeriesInstanceUID
+    broken = tmp_path / "no-series.dcm"
+    ds.save_as(broken, enforce_file_format=True)
+    subprocess.run(
+        [require_tool("storescu"), "-aet", "MODALITY1", "-aec", app.settings.dicom.ae_title, "127.0.0.1",
+         str(app.settings.dicom.port), str(broken)],
+        env=dcmtk_env(), capture_output=True, timeout=60,
+    )  # fmt: skip
+    (refused,) = captured.take("110104")
+    assert outcome(refused) == ("C", "8")
+    assert participants(refused)["MODALITY1"]["requestor"] == "true"
+    description = refused.findtext("EventIdentification/EventOutcomeDescription") or ""
+    assert "SeriesInstanceUID" in description and ds.SOPInstanceUID in description

@@ -24,7 +24,7 @@ from pydicom.filereader import data_element_generator, read_dataset, read_preamb
 from pydicom.uid import UID
 
 from pergamon.archive import errors
-from pergamon.archive.events import InstanceStored
+from pergamon.archive.events import InstanceRejectedOnIngest, InstanceStored
 from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
 from pergamon.archive.model import split_levels
 from pergamon.archive.origin import Origin
@@ -66,12 +66,32 @@ def store_file(
 ) -> StoreResult:
     """Store the Part-10 file at `path`; with `move`, the file is taken over instead of copied.
 
+    A refused object is announced as `InstanceRejectedOnIngest` (audited as a failed transfer or
+    import, PS3.15 A.5.3.6 / A.5.3.8) before the error propagates to the door.
+
     Raises:
         errors.InvalidDataset: the file is not a readable DICOM object or lacks a required UID.
         errors.SOPClassMismatch / errors.SOPInstanceMismatch: it is not what the command announced.
         errors.Conflict: the SOP Instance UID is already stored and the policy is `reject`.
         errors.StorageFull: no space left for it.
     """
+    try:
+        return _store_file(archive, path, origin, expected_sop_class, expected_sop_instance, move)
+    except errors.PergamonError as exc:
+        archive.bus.emit(
+            InstanceRejectedOnIngest(sop_instance_uid=expected_sop_instance or "", reason=str(exc), origin=origin)
+        )
+        raise
+
+
+def _store_file(
+    archive: Archive,
+    path: Path,
+    origin: Origin,
+    expected_sop_class: str | None,
+    expected_sop_instance: str | None,
+    move: bool,
+) -> StoreResult:
     try:
         header = dcmread(path, stop_before_pixels=True, defer_size=1024)
         record = split_levels(header)
