@@ -439,9 +439,7 @@ def order_record(
     EventID 110109, action C/R/U/D; the participants are the HL7 sender (110153) and receiver
     (110152); the patient object carries the HL7 message control ID (MSH-10) as a detail.
     """
-    details = (("MSH-10", message_id.encode()),) if message_id else ()
-    return build(c.ORDER_RECORD, action, outcome, participants, source, event_types=event_types, patient=patient,
-                 patient_details=details, when=when)  # fmt: skip
+    return _hl7_record(c.ORDER_RECORD, source, action, participants, patient, event_types, message_id, outcome, when)
 
 
 def patient_record(
@@ -461,8 +459,23 @@ def patient_record(
     EventTypeCode the IHE transaction (e.g. `c.Code("ITI-10", "IHE Transactions", "PIX Update
     Notification")`); the patient object carries MSH-10 as a ParticipantObjectDetail.
     """
+    return _hl7_record(c.PATIENT_RECORD, source, action, participants, patient, event_types, message_id, outcome, when)
+
+
+def _hl7_record(
+    event_id: c.Code,
+    source: AuditSource,
+    action: str,
+    participants: Sequence[Participant],
+    patient: Patient,
+    event_types: Sequence[c.Code],
+    message_id: str,
+    outcome: int,
+    when: datetime | None,
+) -> bytes:
+    """The body shared by the Order and Patient Record messages: MSH-10 as the patient's detail."""
     details = (("MSH-10", message_id.encode()),) if message_id else ()
-    return build(c.PATIENT_RECORD, action, outcome, participants, source, event_types=event_types, patient=patient,
+    return build(event_id, action, outcome, participants, source, event_types=event_types, patient=patient,
                  patient_details=details, when=when)  # fmt: skip
 
 
