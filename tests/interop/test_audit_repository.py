@@ -468,6 +468,7 @@ def test_paging_and_errors(corpus: dict[str, int], fhir: httpx.Client) -> None:
         assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["severity"] == "error"
     assert fhir.get("/fhir/AuditEvent/999999").status_code == 404
     assert fhir.get("/fhir/AuditEvent/abc").json()["resourceType"] == "OperationOutcome"
+    assert fhir.get("/fhir/AuditEvent/\u00b3").status_code == 404  # a Unicode digit int() refuses: not a 500
     one = fhir.get(f"/fhir/AuditEvent/{corpus['bob-store']}")
     assert one.status_code == 200 and one.headers["content-type"].startswith("application/fhir+json")
     resource = one.json()

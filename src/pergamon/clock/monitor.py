@@ -47,7 +47,7 @@ def parse_server(text: str) -> tuple[str, int]:
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not host or host:port")
     return host, int(port)
 

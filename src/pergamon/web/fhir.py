@@ -117,7 +117,8 @@ def routes(archive: Archive) -> list[BaseRoute]:
     async def read(request: Request) -> Response:
         """One audit record as a FHIR R4 AuditEvent (IHE ITI-81)."""
         ident = request.path_params["id"]
-        row = await run_in_threadpool(_read, archive, ident) if ident.isdigit() and len(ident) < 19 else None
+        pk = _record_id(ident)
+        row = await run_in_threadpool(_read, archive, pk) if pk is not None else None
         if row is None:
             return outcome(404, "not-found", f"AuditEvent/{ident} is not known")
         return _json(audit_event(row))
@@ -193,7 +194,7 @@ def _control(query: Query, name: str, value: str) -> None:
             raise BadRequest(f"_sort {value!r}: use one of {', '.join(SORTS)}")
         query.sort = value
     else:
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise BadRequest(f"{name} {value!r} is not a non-negative integer")
         if name == "_count":
             query.count = min(int(value), MAX_COUNT)
@@ -234,9 +235,7 @@ def _token_condition(name: str, value: str) -> ColumnElement[bool]:
     alternatives = []
     for system, code in tokens:
         if name == "_id":
-            alternatives.append(
-                audit_record.c.pk == int(code) if code and code.isdigit() and len(code) < 19 else false()
-            )
+            alternatives.append(audit_record.c.pk == pk if (pk := _record_id(code)) is not None else false())
             continue
         column = COLUMN_TOKENS[name]
         parts = [column == code] if code is not None else []
@@ -329,9 +328,9 @@ def _search(archive: Archive, query: Query) -> tuple[int, list[Any]]:
     return total, rows
 
 
-def _read(archive: Archive, ident: str) -> Any:
+def _read(archive: Archive, pk: int) -> Any:
     with archive.db.read() as conn:
-        return conn.execute(select(audit_record).where(audit_record.c.pk == int(ident))).first()
+        return conn.execute(select(audit_record).where(audit_record.c.pk == pk)).first()
 
 
 def _bundle(endpoint: str, query: Query, total: int, rows: list[Any]) -> dict[str, Any]:
@@ -511,3 +510,8 @@ def _capabilities() -> dict[str, Any]:
             }
         ],
     }
+
+
+def _record_id(text: str) -> int | None:
+    """An AuditEvent id as a row key, or None: ASCII digits only (str.isdigit() accepts '³'), < 2**63."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
