@@ -12,7 +12,7 @@ from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddle
 from starlette.routing import BaseRoute, Mount
 
 from pergamon.archive.service import Archive
-from pergamon.web import dicomweb, fhir, health, openapi
+from pergamon.web import api, dicomweb, fhir, health, openapi
 from pergamon.web.errors import EXCEPTION_HANDLERS
 
 
@@ -23,6 +23,7 @@ def build_app(archive: Archive) -> Starlette:
         *health.routes(archive),
         *openapi.routes(archive),  # before the Mount: OPTIONS {base_path} (PS3.18 8.9)
         Mount("/fhir", routes=fhir.routes(archive)),  # IHE ITI-81 RESTful ATNA on the audit repository
+        Mount("/api", routes=api.routes(archive)),  # operator views: orders, MPPS, HL7 log, jobs
         Mount(settings.base_path, routes=dicomweb.routes(archive)),
     ]
     # gzip helps JSON metadata and query results; pixel data (mostly compressed already) and
