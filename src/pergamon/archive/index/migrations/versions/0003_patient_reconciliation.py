@@ -1,4 +1,4 @@
-"""hl7 message log and patient reconciliation
+"""patient reconciliation history (PIR: updates, merges, identifier changes)
 
 Revision ID: 0003
 Revises: 0002
