@@ -89,6 +89,7 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
         server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
         dicom=dataclasses.replace(DicomSettings(), port=free_port(), host="127.0.0.1", remote=remotes, **dicom),
         http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
+        hl7=dataclasses.replace(base.hl7, port=free_port(), host="127.0.0.1"),
         audit=dataclasses.replace(base.audit, repositories=f"udp://127.0.0.1:{audit_port}"),
         audit_repository=dataclasses.replace(
             base.audit_repository, host="127.0.0.1", udp_port=audit_port, tls_port=free_port()
@@ -136,6 +137,7 @@ def toml_config(settings: Settings) -> str:
         f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
         f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n'
         f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n'
+        f'[hl7]\nhost = "127.0.0.1"\nport = {settings.hl7.port}\n'
         f'[audit]\nrepositories = "{settings.audit.repositories}"\n'
         f'[audit_repository]\nhost = "127.0.0.1"\nudp_port = {settings.audit_repository.udp_port}\n'
         f"tls_port = {settings.audit_repository.tls_port}\n" + remotes

@@ -1,10 +1,11 @@
-"""The `pergamon` command: serve, import, config, certs."""
+"""The `pergamon` command: serve, import, config, certs, viewer install, view."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,8 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     certs.add_argument("--days", type=int, default=730, help="validity in days (ITI-19 recommends at most 2 years)")
     certs.add_argument("--key-size", type=int, default=2048, help="RSA key size, 2048-4096 bits")
+    viewer = sub.add_parser("viewer", help="the bundled web viewer (OHIF) served at /viewer/")
+    viewer_sub = viewer.add_subparsers(dest="viewer_command", required=True)
+    viewer_install = viewer_sub.add_parser("install", help="deploy the pinned OHIF build into viewer.path")
+    viewer_install.add_argument("--tarballs", type=Path, default=None, help="folder of the pinned .tgz files (no npm)")
+    viewer_install.add_argument("--force", action="store_true", help="reinstall even when the installed one is current")
+    view = sub.add_parser("view", help="show a CD/DVD/USB folder (DICOMDIR) in the viewer without importing it")
+    view.add_argument("media", type=Path, help="the media folder (holding DICOMDIR) or the DICOMDIR file")
+    view.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    view.add_argument("--open", action="store_true", help="open the page in the default web browser")
     # Subcommands accept --config after their name too ("pergamon serve --config FILE").
-    for p in (sub.choices["serve"], imp, cfg):
+    for p in (sub.choices["serve"], imp, cfg, viewer_install, view):
         p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -62,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             from pergamon.importer import run_import
 
             return run_import(settings, args.paths, progress=not args.no_progress)
+        if args.command == "viewer":
+            return install_viewer(settings, args.tarballs, args.force)
+        if args.command == "view":
+            from pergamon.media.display import run_view
+
+            return run_view(settings, args.media, port=args.port, open_browser=args.open)
     except SQLAlchemyError as exc:
         url = make_url(settings.database_url).render_as_string(hide_password=True)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -84,6 +100,20 @@ def make_certs(directory: Path, hosts: list[str], days: int, key_size: int) -> i
     for node in nodes:
         print(f"{node.name}: {node.certificate}, key {node.private_key}")
     print(f"\nConfiguration of {nodes[0].name}:\n\n{config_snippet(directory, nodes[0])}", end="")
+    return 0
+
+
+def install_viewer(settings: Settings, tarballs: Path | None, force: bool) -> int:
+    """`pergamon viewer install`: deploy the pinned viewer into `viewer.path` (nothing when current)."""
+    from pergamon.viewer.install import InstallError, install
+
+    target = settings.viewer_path
+    try:
+        done = install(target, tarballs=tarballs, force=force)
+    except (InstallError, OSError, subprocess.SubprocessError) as exc:
+        print(f"pergamon viewer install: {exc}", file=sys.stderr)
+        return 1
+    print(f"viewer {'installed in' if done else 'already current in'} {target}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tomllib
 import types
 import typing
@@ -105,6 +106,17 @@ class HttpSettings:
 class Hl7Settings:
     host: str = _doc("Address the HL7 MLLP listener binds to.", default="0.0.0.0")
     port: int = _doc("HL7 v2 MLLP listening port.", default=2575)
+    application: str = _doc(
+        "Pergamon's HL7 application name: MSH-3 of the messages it sends, and of ACKs to messages "
+        "that left MSH-5 empty.",
+        default="PERGAMON",
+    )
+    max_message_bytes: int = _doc(
+        "Largest HL7 message accepted (bytes); a longer one is kept cut to this size and rejected (AR).",
+        default=10 * 1024 * 1024,
+    )
+    workers: int = _doc("Threads running HL7 message handlers (messages of one connection run in order).", default=4)
+    idle_timeout: float = _doc("Seconds an MLLP connection may stay silent before Pergamon closes it.", default=600.0)
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,55 @@ class TimeSettings:
 
 
 @dataclass(frozen=True)
+class PixSettings:
+    """PIX Consumer (ITI-9 query, ITI-10 update notifications): the PIX Manager and our identifier domain."""
+
+    manager_host: str = _doc("Host of the PIX Manager queried with ITI-9 (QBP^Q23). Empty: no PIX queries.", default="")
+    manager_port: int = _doc("MLLP port of the PIX Manager.", default=3600)
+    manager_tls: bool = _doc("Query the PIX Manager over MLLP inside TLS (the `[tls]` policy).", default=False)
+    timeout: float = _doc("Seconds to wait for the PIX Manager's answer to a query.", default=10.0)
+    sending_application: str = _doc("MSH-3 Sending Application of our PIX queries.", default="PERGAMON")
+    sending_facility: str = _doc("MSH-4 Sending Facility of our PIX queries.", default="PERGAMON")
+    receiving_application: str = _doc("MSH-5 Receiving Application: the PIX Manager's name.", default="PIX_MANAGER")
+    receiving_facility: str = _doc("MSH-6 Receiving Facility: the PIX Manager's facility.", default="")
+    assigning_authority: str = _doc(
+        "Namespace ID of Pergamon's own patient identifier domain (CX-4.1); patients stored without "
+        "Issuer of Patient ID belong to it.",
+        default="PERGAMON",
+    )
+    assigning_authority_uid: str = _doc(
+        "Universal ID (ISO OID) of Pergamon's own identifier domain (CX-4.2). Empty: only the namespace is sent.",
+        default="",
+    )
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    mpps_forward: tuple[str, ...] = _doc(
+        "AE titles (each a `[[dicom.remote]]`) every received MPPS is forwarded to, unchanged and with the "
+        'same SOP Instance UID (IHE PPS Manager: Order Filler, Report Manager), e.g. `["RIS"]`. File only.',
+        default=(),
+    )
+    ian_destinations: tuple[str, ...] = _doc(
+        "AE titles (each a `[[dicom.remote]]`) sent an Instance Availability Notification (IHE RAD-49) once "
+        "every instance a completed or discontinued MPPS references is stored. File only.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    enabled: bool = _doc(
+        "Serve the bundled web viewer (OHIF) at `/viewer/` and the study list at `/ui/studies`.", default=True
+    )
+    path: str = _doc(
+        "Folder of the installed viewer (`pergamon viewer install` writes it). Empty: "
+        "`<python prefix>/share/pergamon-viewer`, i.e. `.venv/share/pergamon-viewer`.",
+        default="",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     dicom: DicomSettings = field(default_factory=DicomSettings)
@@ -212,6 +273,9 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     audit_repository: AuditRepositorySettings = field(default_factory=AuditRepositorySettings)
     time: TimeSettings = field(default_factory=TimeSettings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+    pix: PixSettings = field(default_factory=PixSettings)
 
     @property
     def database_url(self) -> str:
@@ -224,6 +288,11 @@ class Settings:
     def blob_path(self) -> Path:
         """The folder of stored objects."""
         return Path(self.storage.path) if self.storage.path else self.server.data_dir / "blobs"
+
+    @property
+    def viewer_path(self) -> Path:
+        """The folder of the installed web viewer."""
+        return Path(self.viewer.path) if self.viewer.path else Path(sys.prefix) / "share" / "pergamon-viewer"
 
     def remote_ae(self, ae_title: str) -> RemoteAE | None:
         """The configured peer with this AE title, if any."""
@@ -245,6 +314,7 @@ _POSITIVE_KEYS = {
     "check_interval",
     "max_offset",
     "max_message_bytes",
+    "idle_timeout",
 }
 
 
@@ -273,7 +343,20 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"dicom.remote[{i}].ae_title: {remote.ae_title} is listed twice")
         seen.add(remote.ae_title)
     _check_tls(settings)
+    _check_workflow(settings)
     return settings
+
+
+def _check_workflow(settings: Settings) -> None:
+    """Every MPPS forwarding and IAN destination is a configured `[[dicom.remote]]` (its address is needed)."""
+    known = {remote.ae_title for remote in settings.dicom.remote}
+    for key in ("mpps_forward", "ian_destinations"):
+        for i, title in enumerate(getattr(settings.workflow, key)):
+            if title.strip() not in known:
+                raise ConfigError(
+                    f"workflow.{key}[{i}]: {title!r} is not the ae_title of any [[dicom.remote]] "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
 
 
 def _check_tls(settings: Settings) -> None:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from pergamon.archive import orders
 from pergamon.archive.events import ApplicationStarted, ApplicationStopped
+from pergamon.archive.ian import IanTrigger
 from pergamon.archive.jobs import JobRunner
 from pergamon.archive.service import Archive
 from pergamon.archive.sweeper import sweep_orphans
@@ -24,8 +26,10 @@ from pergamon.audit.sender import AuditSender
 from pergamon.audit.trail import AuditTrail
 from pergamon.clock.monitor import ClockMonitor
 from pergamon.config import Settings
-from pergamon.dimse import commitment
+from pergamon.dimse import commitment, mpps
 from pergamon.dimse.server import DicomServer
+from pergamon.hl7.receiver import build_router
+from pergamon.hl7.server import Hl7Server
 from pergamon.storage.filesystem import FilesystemBlobStore
 from pergamon.web.server import HttpServer
 
@@ -40,7 +44,14 @@ class Pergamon:
         self.archive = Archive.open(settings)
         self.dicom = DicomServer(self.archive)
         self.http = HttpServer(self.archive)
-        self.jobs = JobRunner(self.archive.jobs, commitment.job_handlers(self.archive, self.dicom))
+        self.hl7 = Hl7Server(self.archive, build_router(self.archive))
+        self.http.server.config.app.state.hl7_receiver = self.hl7.receiver  # replays use the listener's handlers
+        self.jobs = JobRunner(
+            self.archive.jobs,
+            {**commitment.job_handlers(self.archive, self.dicom), **mpps.job_handlers(self.archive)},
+        )
+        self.archive.bus.subscribe(IanTrigger(self.archive))  # RAD-49: IAN once an MPPS's instances are all stored
+        self.archive.bus.subscribe(orders.link_on_store(self.archive.db))  # RAD-4/13: link studies to orders
         self.audit_sender = AuditSender(self.archive)
         self.audit_trail = AuditTrail(self.archive, sink=self.audit_sender.send)
         if settings.audit.enabled:
@@ -62,6 +73,12 @@ class Pergamon:
         try:
             self.http.start()
         except OSError:
+            self.dicom.stop(0)
+            raise
+        try:
+            self.hl7.start()
+        except OSError:
+            self.http.stop()
             self.dicom.stop(0)
             raise
         self.run_marker.write_text(f"{os.getpid()}\n")
@@ -102,6 +119,7 @@ class Pergamon:
         if self.dicom.server is not None:
             timeout = self.settings.server.shutdown_timeout
             log.info("stopping: no new associations; waiting up to %.0f s for running ones", timeout)
+            self.hl7.stop(timeout)
             self.http.stop()
             self.dicom.stop(timeout)
             self.run_marker.unlink(missing_ok=True)

@@ -280,6 +280,9 @@ def test_report_on_same_association_when_kept_open(pergamon: Pergamon, receiver:
         )
         assert status.Status == 0x0000
         report = on_same.get(timeout=8)
+        # The handler runs before our answer to the report is sent: wait until Pergamon has it
+        # (its job is done) so that releasing cannot overtake the answer.
+        wait_for(lambda: [row for row in report_jobs(pergamon) if row.state == "done"])
         assert assoc.is_established
     finally:
         assoc.release()
@@ -287,7 +290,6 @@ def test_report_on_same_association_when_kept_open(pergamon: Pergamon, receiver:
     assert report.event_type == 1
     assert report.info.TransactionUID == transaction_uid
     assert sorted(refs_of(report.info.ReferencedSOPSequence)) == sorted(refs)
-    wait_for(lambda: [row for row in report_jobs(pergamon) if row.state == "done"])
     assert receiver.reports.empty(), "the report must not also arrive on a new association"
 
 

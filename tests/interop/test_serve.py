@@ -80,11 +80,14 @@ def test_serve_with_no_config_uses_the_defaults(tmp_path: Path, processes: list[
     if not port_is_free(DEFAULT_HTTP_PORT):
         http_port = free_port()
         env["PERGAMON_HTTP_PORT"] = str(http_port)
+    if not port_is_free(2575):  # the default HL7 port
+        env["PERGAMON_HL7_PORT"] = str(free_port())
     log = tmp_path / "serve.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(SERVE, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     processes.append(proc)
     wait_for_port(port, proc)  # type: ignore[arg-type]
+    wait_for_port(http_port, proc)  # type: ignore[arg-type]  # HTTP binds after DICOM
 
     data = workdir / "pergamon-data"
     assert data.is_dir() and (data / "index.sqlite").is_file() and (data / "blobs").is_dir() and (data / "tmp").is_dir()

@@ -26,6 +26,9 @@ class InstanceStored:
     patient_id: str
     origin: Origin
     replaced: bool
+    # From the stored header, so subscribers need no index lookup; None: not known by the emitter.
+    issuer: str | None = None
+    accession_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,105 @@ class NodeAuthenticationFailed:
     peer: str
     reason: str
     door: str
+
+
+
+# Patient reconciliation (PIR, RAD-12): emitted by `archive.patients` after its transaction commits.
+
+
+@dataclass(frozen=True)
+class PatientUpdated:
+    """Demographics of a patient were created (`created`) or updated; `message_id` is HL7 MSH-10."""
+
+    name = "patient-updated"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    created: bool
+    message_id: str
+    origin: Origin | None
+
+
+@dataclass(frozen=True)
+class PatientMerged:
+    """The obsolete patient's `studies` studies now belong to the surviving patient; its ID matches nothing."""
+
+    name = "patient-merged"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    obsolete_id: str
+    obsolete_issuer: str
+    studies: int
+    message_id: str
+    origin: Origin | None
+
+
+@dataclass(frozen=True)
+class PatientIdentifierChanged:
+    """A patient's identifier (ID and issuer) was changed from `old_id`/`old_issuer` (ADT A47)."""
+
+    name = "patient-identifier-changed"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    old_id: str
+    old_issuer: str
+    message_id: str
+    origin: Origin | None
+
+
+# Orders (RAD-4 / RAD-13) and PIX (ITI-9 / ITI-10): emitted after the change is committed.
+
+
+@dataclass(frozen=True)
+class OrderReceived:
+    """An order message was applied: `action` C (new), U (changed, status) or D (cancelled, discontinued).
+
+    `transaction` is "RAD-4" for a new order, "RAD-13" for a later one; `message_id` is HL7 MSH-10.
+    """
+
+    name = "order-received"
+    action: str
+    transaction: str
+    placer_order_number: str
+    filler_order_number: str
+    accession_number: str
+    patient_id: str
+    issuer: str
+    patient_name: str
+    message_id: str
+    origin: Origin | None
+
+
+@dataclass(frozen=True)
+class PixUpdateReceived:
+    """An ITI-10 PIX Update Notification was applied: `identifiers` ((id, issuer) pairs) name one patient."""
+
+    name = "pix-update-received"
+    identifiers: tuple[tuple[str, str], ...]
+    message_id: str
+    origin: Origin | None
+
+
+@dataclass(frozen=True)
+class PixQuerySent:
+    """An ITI-9 PIX Query was sent to `manager` ("host:port"); `query` is the QBP message as sent.
+
+    `outcome` is "" when an answer was applied, else why not (refused, unreachable, nonsense).
+    `sender` / `receiver` are the MSH-4|MSH-3 and MSH-6|MSH-5 of the query; `user` who asked, if known.
+    """
+
+    name = "pix-query-sent"
+    patient_id: str
+    issuer: str
+    query: bytes
+    message_id: str
+    manager: str
+    sender: str
+    receiver: str
+    outcome: str
+    user: str = ""
 
 
 Subscriber = Callable[[Any], None]

@@ -151,6 +151,8 @@ def _store_file(
             patient_id=record.patient.columns["patient_id"],
             origin=origin,
             replaced=replaced_key is not None,
+            issuer=record.patient.columns["issuer"],
+            accession_number=record.study.columns.get("accession_number") or "",
         )
     )
     return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid)

@@ -157,6 +157,19 @@ class JobQueue:
         with self.db.write() as conn:
             conn.execute(update(job).where(job.c.pk == claimed.pk).values(**values))
 
+    def retry_now(self, pk: int) -> bool:
+        """Make a failed (or waiting) job due now, for an operator; False if it is running, done or absent."""
+        now = time.time()
+        with self.db.write() as conn:
+            changed = conn.execute(
+                update(job)
+                .where(job.c.pk == pk, job.c.state.in_([JobState.FAILED.value, JobState.PENDING.value]))
+                .values(state=JobState.PENDING.value, next_run_at=now, updated_at=now)
+            ).rowcount
+        if changed:
+            self.wake()
+        return bool(changed)
+
     def state(self, pk: int) -> tuple[str, int, str | None]:
         """(state, attempts, last error) of a job."""
         with self.db.read() as conn:

@@ -12,12 +12,14 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, config
+from pydicom.charset import default_encoding
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-from pergamon.archive.index.schema import INDEXED_KEYS, Level
+from pergamon.archive.index.schema import INDEXED_KEYS, IndexedKey, Level
 from pergamon.archive.query import normalize
 
 PATIENT_KEYWORDS = frozenset(
@@ -139,6 +141,11 @@ EXCLUDED_KEYWORDS = frozenset(
 )
 _BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _MAX_ELEMENT_JSON = 8192
+# VRs pydicom decodes as plain ASCII whatever the character set, so `split_levels` reads them from the raw bytes.
+_ASCII_VRS = frozenset({"AS", "CS", "UI"})
+_DATE_TIME_VRS = frozenset({"DA", "TM"})  # ... and these too unless pydicom turns them into date / time objects
+# VRs whose DICOM JSON is just their string values (PS3.18 F.2.3): no numbers, names, tags or bytes.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 
 _LEVEL_OF_KEYWORD: dict[str, Level] = {
     **{kw: Level.PATIENT for kw in PATIENT_KEYWORDS},
@@ -181,28 +188,62 @@ class ObjectRecord:
 def split_levels(ds: Dataset) -> ObjectRecord:
     """Split a header (read without pixel data) into the four levels' columns and JSON attributes."""
     record = ObjectRecord(LevelRecord(), LevelRecord(), LevelRecord(), LevelRecord())
-    for tag in list(ds.keys()):
-        if tag.group in (0x0002, 0xFFFE) or tag.is_private:
-            continue
-        raw = ds.get_item(tag)
-        if raw is None or (raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64):
+    by_level = {
+        Level.PATIENT: record.patient,
+        Level.STUDY: record.study,
+        Level.SERIES: record.series,
+        Level.IMAGE: record.instance,
+    }
+    ascii_vrs = _ASCII_VRS if config.datetime_conversion else _ASCII_VRS | _DATE_TIME_VRS
+    for tag, raw in list(ds.items()):
+        if tag.group in (0x0002, 0xFFFE) or tag.group & 1:
+            continue  # file meta, delimiters and private attributes are not indexed
+        if raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64:
             continue  # bulk data stays in the object; reading it here would defeat deferred reading
-        keyword = keyword_for_tag(tag)
-        if not keyword or keyword in EXCLUDED_KEYWORDS or keyword == "SpecificCharacterSet":
+        info = _tag_info(tag)
+        if info is None:
+            continue
+        level, key = info
+        target = by_level[level]
+        if isinstance(raw, RawDataElement) and raw.VR in ascii_vrs and isinstance(raw.value, bytes):
+            # pydicom's own decoding of these VRs (values.convert_UI / convert_string) without its per-element cost
+            values = raw.value.decode(default_encoding).rstrip(" \x00").split("\\")
+            text = "\\".join(values)
+            target.attrs[f"{tag:08X}"] = {"vr": raw.VR, "Value": values} if text else {"vr": raw.VR}
+            if key is not None:
+                target.columns[key.column] = normalize(key.vr, text or None)
             continue
         elem = ds[tag]
         encoded = element_json(elem)
         if encoded is None:
             continue
-        target = record.of(level_of(keyword))
         target.attrs[f"{tag:08X}"] = encoded
-        key = INDEXED_KEYS.get(keyword)
-        if key is not None and key.level is level_of(keyword):
+        if key is not None:
             target.columns[key.column] = normalize(key.vr, element_text(elem))
     record.patient.columns.setdefault("patient_id", "")
     record.patient.columns["patient_id"] = record.patient.columns["patient_id"] or ""
     record.patient.columns["issuer"] = record.patient.columns.get("issuer") or ""
     return record
+
+
+# tag -> (level, indexed column or None), or None when the tag is never indexed; filled on first sight.
+_TAG_INFO: dict[int, tuple[Level, IndexedKey | None] | None] = {}
+
+
+def _tag_info(tag: BaseTag) -> tuple[Level, IndexedKey | None] | None:
+    """Where a (public) attribute goes in `split_levels`, computed once per tag."""
+    try:
+        return _TAG_INFO[tag]
+    except KeyError:
+        pass
+    keyword = keyword_for_tag(tag)
+    info: tuple[Level, IndexedKey | None] | None = None
+    if keyword and keyword not in EXCLUDED_KEYWORDS and keyword != "SpecificCharacterSet":
+        level = level_of(keyword)
+        key = INDEXED_KEYS.get(keyword)
+        info = (level, key if key is not None and key.level is level else None)
+    _TAG_INFO[int(tag)] = info
+    return info
 
 
 def element_text(elem: DataElement) -> str | None:
@@ -224,6 +265,10 @@ def element_json(elem: DataElement) -> dict[str, Any] | None:
         if length > 64 or elem.value is None:
             return None
         return {"vr": elem.VR, "InlineBinary": base64.b64encode(bytes(elem.value)).decode("ascii")}
+    if elem.VR in _TEXT_VRS:
+        fast = _text_json(elem)
+        if fast is not None:
+            return fast
     try:
         encoded = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1024)
     except Exception:  # a value pydicom cannot express in JSON is simply not indexed
@@ -233,6 +278,18 @@ def element_json(elem: DataElement) -> dict[str, Any] | None:
     if elem.VR == "SQ" and len(repr(encoded)) > _MAX_ELEMENT_JSON:
         return None
     return encoded
+
+
+def _text_json(elem: DataElement) -> dict[str, Any] | None:
+    """`DataElement.to_json_dict` of a text-valued element without its per-call overhead; None: not plain text."""
+    value = elem.value
+    if value is None or value == "":
+        return {"vr": elem.VR}
+    if isinstance(value, str):
+        return {"vr": elem.VR, "Value": [value]}
+    if isinstance(value, (list, MultiValue)) and all(isinstance(v, str) for v in value):
+        return {"vr": elem.VR, "Value": list(value)} if value else {"vr": elem.VR}
+    return None
 
 
 def tag_key(tag: BaseTag | int) -> str:

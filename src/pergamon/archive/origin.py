@@ -26,6 +26,13 @@ class Origin:
         return cls("http", user=user, peer=peer)
 
     @classmethod
+    def from_hl7(cls, application: str, facility: str, receiving_application: str, peer: str) -> Origin:
+        """An HL7 v2 sender: MSH-3 (`calling_ae`), `facility|application` of MSH-4 and MSH-3 as `user`
+        (the audit UserID of ITI TF-2 3.9.5 / 3.10.5), MSH-5 (`called_ae`) and the peer's address."""
+        user = f"{facility}|{application}" if facility else application
+        return cls("hl7", calling_ae=application, called_ae=receiving_application, peer=peer, user=user)
+
+    @classmethod
     def from_import(cls, path: str) -> Origin:
         return cls("import", path=path)
 

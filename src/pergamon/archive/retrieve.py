@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 from sqlalchemy import Select, select
 
-from pergamon.archive import errors
+from pergamon.archive import errors, patients
 from pergamon.archive.index.schema import INDEXED_KEYS, Level, instance, patient, series, study
 from pergamon.archive.query import Constraint
 
@@ -227,20 +227,31 @@ def locate(archive: Archive, request: RetrieveRequest) -> list[StoredInstance]:
 def prepare_outgoing(archive: Archive, stored: StoredInstance) -> Path | Dataset:
     """The instance as it must leave the archive: every outgoing instance passes through here.
 
-    Today that is its stored file, unchanged. When the index holds later changes to apply
-    (patient updates, ARCHITECTURE.md "coercion on retrieve"), this returns a Dataset with
-    them applied instead; senders handle both.
+    Its stored file, unchanged, unless the index holds later changes to apply (ARCHITECTURE.md
+    "coercion on retrieve"): then a Dataset with them applied; senders handle both. Today that is
+    patient reconciliation (`archive.patients`, IHE PIR): an object whose patient-level values differ
+    from its patient's current ones leaves with the current ones. A patient never reconciled costs
+    one index query and the file is not opened.
 
     Raises:
         errors.NotFound: the stored object is missing from the blob store.
     """
+    patch = patients.outgoing_patch(archive, stored.sop_instance_uid)
     path = archive.blobs.path(stored.blob_key)
     if path is None:  # a store without local files: read it whole (no such store yet)
         with archive.blobs.open(stored.blob_key) as f:
-            return dcmread(f)
+            ds = dcmread(f)
+        if patch is not None and patients.differs(ds, patch):
+            patients.apply_patch(ds, patch)
+        return ds
     if not path.is_file():
         raise errors.NotFound(f"stored object of {stored.sop_instance_uid} is missing ({stored.blob_key})")
-    return path
+    if patch is None or not patients.differs(dcmread(path, stop_before_pixels=True), patch):
+        return path
+    # Values longer than 64 KiB (pixel data) are read from the file only when the object is written out.
+    ds = dcmread(path, defer_size="64 KB")
+    patients.apply_patch(ds, patch)
+    return ds
 
 
 def outgoing(archive: Archive, stored: StoredInstance, accepted: Sequence[str]) -> Outgoing:

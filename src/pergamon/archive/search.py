@@ -35,9 +35,10 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from pergamon.archive import pix
 from pergamon.archive.index.schema import INDEXED_KEYS, Level, instance, patient, series, study
 from pergamon.archive.model import level_of
 from pergamon.archive.query import Constraint, ConstraintKind, normalize
@@ -185,8 +186,12 @@ def build_select(search: Search) -> tuple[Select[Any], list[Constraint]]:
     return plan.query, plan.in_memory
 
 
-def build_plan(search: Search) -> Plan:
-    """Split a search into SQL (indexed keys) and in-memory checks (the rest); see the module docstring."""
+def build_plan(search: Search, *, patient_ids: list[tuple[str, str]] | None = None) -> Plan:
+    """Split a search into SQL (indexed keys) and in-memory checks (the rest); see the module docstring.
+
+    `patient_ids`, when given, replaces the Patient ID and Issuer of Patient ID keys: any of these
+    (ID, issuer) pairs matches (PIX cross-references, see `patient_equivalents`).
+    """
     levels = levels_down_to(search.level, patient_root=search.patient_root)
     computed = computed_keys_for(search)
     columns: list[Any] = []
@@ -204,8 +209,12 @@ def build_plan(search: Search) -> Plan:
 
     in_memory: list[Constraint] = []
     item_filters: dict[str, ItemKeys] = {}
+    if patient_ids:
+        query = query.where(or_(*(and_(patient.c.patient_id == i, patient.c.issuer == s) for i, s in patient_ids)))
     for constraint in search.constraints:
         keyword = constraint.keyword
+        if patient_ids and keyword in _PATIENT_ID_KEYS:
+            continue
         owner = COMPUTED_KEYS.get(keyword) or level_of(keyword)
         if constraint.kind is ConstraintKind.SEQUENCE:
             items = search.sequence_items.get(keyword)
@@ -233,6 +242,23 @@ def build_plan(search: Search) -> Plan:
     return Plan(query, in_memory, item_filters, computed)
 
 
+# PIX cross-references (ITI-9/ITI-10): a query by one identifier also finds the patient's other identifiers.
+_PATIENT_ID_KEYS = ("PatientID", "IssuerOfPatientID")
+
+
+def patient_equivalents(conn: Any, search: Search) -> list[tuple[str, str]] | None:
+    """The cross-referenced (ID, issuer) pairs of a search by one Patient ID with one Issuer of Patient ID.
+
+    None when the search has no such pair of single-value keys or the identifier has no
+    cross-references, so the keys are matched as usual.
+    """
+    keys = {c.keyword: c for c in search.constraints if c.keyword in _PATIENT_ID_KEYS}
+    if len(keys) != 2 or any(c.kind is not ConstraintKind.SINGLE_VALUE for c in keys.values()):
+        return None
+    pairs = pix.equivalent_ids(conn, keys["PatientID"].values[0], keys["IssuerOfPatientID"].values[0])
+    return pairs if len(pairs) > 1 else None
+
+
 def _restricts(items: ItemKeys) -> bool:
     return any(c.kind not in (ConstraintKind.UNIVERSAL, ConstraintKind.SEQUENCE) for c in items.constraints)
 
@@ -243,7 +269,7 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
     `limit` and `offset` count matches, so with in-memory checks they are applied here rather
     than in SQL.
     """
-    plan = build_plan(search)
+    plan = build_plan(search, patient_ids=patient_equivalents(conn, search))
     query = plan.query
     filtered = bool(plan.in_memory or plan.item_filters)
     if not filtered:

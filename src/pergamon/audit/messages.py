@@ -442,6 +442,26 @@ def order_record(
     return _hl7_record(c.ORDER_RECORD, source, action, participants, patient, event_types, message_id, outcome, when)
 
 
+def procedure_record(
+    source: AuditSource,
+    action: str,
+    participants: Sequence[Participant],
+    patient: Patient,
+    *,
+    event_types: Sequence[c.Code] = (),
+    message_id: str = "",
+    outcome: int = c.SUCCESS,
+    when: datetime | None = None,
+) -> bytes:
+    """Procedure Record, PS3.15 A.5.3 (requested procedures received over HL7 ORM/OMI, RAD-4 / RAD-13).
+
+    EventID 110111, action C (scheduled), U (changed), D (cancelled, discontinued); participants,
+    patient and the MSH-10 detail as in the Order Record.
+    """
+    return _hl7_record(c.PROCEDURE_RECORD, source, action, participants, patient, event_types, message_id, outcome,
+                       when)  # fmt: skip
+
+
 def patient_record(
     source: AuditSource,
     action: str,
@@ -510,6 +530,34 @@ def query(
     participants = [_with_role(requestor, c.ROLE_SOURCE), _with_role(responder, c.ROLE_DESTINATION)]
     return build(c.QUERY, "E", outcome, participants, source, event_types=event_types, patient=patient,
                  objects=[obj], when=when)  # fmt: skip
+
+
+def hl7_query(
+    source: AuditSource,
+    participants: Sequence[Participant],
+    query_bytes: bytes,
+    transaction: c.Code,
+    *,
+    message_id: str = "",
+    patients: Sequence[Patient] = (),
+    outcome: int = c.SUCCESS,
+    description: str = "",
+    when: datetime | None = None,
+) -> bytes:
+    """Query over HL7 v2 (e.g. ITI-9 PIX Query, ITI TF-2 3.9.5.1.1), PS3.15 A.5.3 "Query".
+
+    EventID 110112, action E, EventTypeCode the transaction. The participants are the querying
+    application (110153 Source) and the queried one (110152 Destination), each known as
+    `facility|application`. Patients (one per queried identifier) come first; the Query Parameters
+    object (TypeCode 2, role 24, ID type the transaction) holds the whole query message, base64, in
+    ParticipantObjectQuery and MSH-10 as a detail.
+    """
+    details = (("MSH-10", message_id.encode()),) if message_id else ()
+    query_object = ParticipantObject(message_id or transaction.code, transaction, "2", "24", query=query_bytes,
+                                     details=details)  # fmt: skip
+    patient_objects = [ParticipantObject(p.cx, c.ID_PATIENT_NUMBER, "1", "1", name=p.name) for p in patients]
+    return build(c.QUERY, "E", outcome, participants, source, event_types=[transaction], description=description,
+                 objects=[*patient_objects, query_object], when=when)  # fmt: skip
 
 
 def security_alert(

@@ -13,7 +13,12 @@ import, later HL7 and web services) is audited once, here, from the events the c
 | QueryPerformed              | 110112 Query (A.5.3.11): C-FIND SOP class + identifier, or QIDO URI |
 | NodeAuthenticationFailed    | 110113 Security Alert, type 110126 Node Authentication            |
 | ClockOffsetExceeded         | 110113 Security Alert, private type (CID 403 is extensible; ITI-1 names none) |
+| PatientUpdated, ...Merged, ...IdentifierChanged | 110110 Patient Record (A.5.3.10), C / U; a merge: U + D |
+| OrderReceived (RAD-4/13)    | 110111 Procedure Record, C (new) / U (changed) / D (cancelled)    |
+| PixUpdateReceived (ITI-10)  | 110110 Patient Record, U, one patient object per identifier (ITI TF-2 3.10.5.1.2) |
+| PixQuerySent (ITI-9)        | 110112 Query, E, the QBP as query parameters (ITI TF-2 3.9.5.1.1) |
 | CommitmentReported          | not audited: no PS3.15 A.5.3 / ITI-20 event for storage commitment |
+| ProcedureStepReceived (MPPS)| not audited: the Radiology Audit Trail option is not claimed (ihe-iti.md 10) |
 
 Auditing never fails the operation that caused it: a message that cannot be built is logged and
 dropped, and so is a sink error (the sink, a durable queue, is expected not to raise).
@@ -21,11 +26,14 @@ dropped, and so is a sink error (the sink, a durable queue, is expected not to r
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import logging
 import os
 import socket
+import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -45,9 +53,20 @@ PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _LOOKUP_CHUNK = 500
+# InstanceStored audits remember the patient and accession of this many studies; any event not
+# named here (patient updates, merges, orders, ...) may change them and clears what is remembered.
+_STORED_STUDIES_REMEMBERED = 1024
+_KEEPS_STORED_STUDIES = frozenset(
+    {"InstanceStored", "InstanceRejectedOnIngest", "InstancesSent", "QueryPerformed", "CommitmentReported"}
+)
 _QIDO_RESOURCES = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
 # Consistent Time (ITI-1) names no audit event; PS3.15 A.5.3.11 EventTypeCode is from the extensible CID 403.
 CLOCK_OFFSET_EXCEEDED = c.Code("clock-offset-exceeded", "99PERGAMON", "Clock Offset Exceeded")
+RAD_12 = c.Code("RAD-12", "IHE Transactions", "Patient Update")
+RAD_4 = c.Code("RAD-4", "IHE Transactions", "Procedure Scheduled")
+RAD_13 = c.Code("RAD-13", "IHE Transactions", "Procedure Updated")
+ITI_9 = c.Code("ITI-9", "IHE Transactions", "PIX Query")
+ITI_10 = c.Code("ITI-10", "IHE Transactions", "PIX Update Notification")
 
 
 class AuditTrail:
@@ -56,9 +75,17 @@ class AuditTrail:
     def __init__(self, archive: Archive, sink: Callable[[bytes], None]) -> None:
         self.archive = archive
         self.sink = sink
+        # InstanceStored audits: the index's (patient, accessions) per study and header, see `_stored_objects`.
+        self._stored_study_cache: OrderedDict[tuple[Any, ...], tuple[m.Patient, tuple[str, ...]]] = OrderedDict()
+        self._stored_study_lock = threading.Lock()
+        self._stored_study_generation = 0
 
     def handle(self, event: Any) -> None:
         """Build the event's messages and hand each to the sink; never raises into the core."""
+        if type(event).__name__ not in _KEEPS_STORED_STUDIES:
+            with self._stored_study_lock:
+                self._stored_study_generation += 1
+                self._stored_study_cache.clear()
         try:
             built = self.messages_for(event)
         except Exception:
@@ -145,13 +172,43 @@ class AuditTrail:
         return grouped
 
     def _stored_objects(self, event: Any) -> tuple[m.Patient, m.Study]:
+        """The patient and study of a stored instance as the index has them (a study's first patient wins).
+
+        The index answer is remembered per study and header (patient, issuer, accession), so a
+        study's later instances are audited without a lookup; events that may change a study's
+        patient or accession clear it (`handle`).
+        """
+        issuer, accession = getattr(event, "issuer", None), getattr(event, "accession_number", None)
+        key = (event.study_uid, event.patient_id, issuer, accession)
+        with self._stored_study_lock:
+            known = self._stored_study_cache.get(key) if issuer is not None else None
+            generation = self._stored_study_generation
+        if known is not None:
+            who, accessions = known
+            what = m.Study(event.study_uid, accessions=accessions)
+            what.add(event.sop_class_uid, event.sop_instance_uid)
+            return who, what
         found = self.lookup([event.sop_instance_uid])
         for who, studies in found.values():
             if event.study_uid in studies:
-                return who, studies[event.study_uid]
+                what = studies[event.study_uid]
+                if issuer is not None:
+                    self._remember_stored_study(key, who, what.accessions, generation)
+                return who, what
         fallback = m.Study(event.study_uid)
         fallback.add(event.sop_class_uid, event.sop_instance_uid)
         return m.Patient(event.patient_id), fallback
+
+    def _remember_stored_study(
+        self, key: tuple[Any, ...], who: m.Patient, accessions: tuple[str, ...], generation: int
+    ) -> None:
+        with self._stored_study_lock:
+            if generation != self._stored_study_generation:
+                return  # a clearing event overlapped the lookup
+            cache = self._stored_study_cache
+            cache[key] = (who, accessions)
+            while len(cache) > _STORED_STUDIES_REMEMBERED:
+                cache.popitem(last=False)
 
     # --- one method per audited event ----------------------------------------------------------
 
@@ -253,6 +310,61 @@ class AuditTrail:
         text = f"clock offset {event.offset:+.3f} s from {event.server} exceeds {event.limit:g} s"
         yield m.security_alert(self.source, CLOCK_OFFSET_EXCEEDED, reporter, subject=str(event.server),
                                subject_type=c.ID_NODE, alert_description=text)  # fmt: skip
+
+    # --- patient reconciliation (PIR, RAD-12): Patient Record 110110 (PS3.15 A.5.3.10) -------------
+
+    def _hl7_participants(self, origin: Origin | None) -> list[m.Participant]:
+        """The HL7 sender (Source Role ID) and Pergamon, its receiver (Destination Role ID)."""
+        local = dataclasses.replace(self.local(origin), requestor=False, role=c.ROLE_DESTINATION)
+        if origin is None:
+            return [local]
+        host, _ = m.network_access_point(origin.peer)
+        sender = origin.user or origin.calling_ae or host or origin.door  # HL7: MSH-4|MSH-3 (ITI TF-2 3.10.5.1.2)
+        return [m.Participant(sender, True, c.ROLE_SOURCE, host=origin.peer), local]
+
+    def _patient_record(self, event: Any, action: str, who: m.Patient) -> bytes:
+        return m.patient_record(self.source, action, self._hl7_participants(event.origin), who,
+                                event_types=[RAD_12], message_id=event.message_id)  # fmt: skip
+
+    def _on_PatientUpdated(self, event: Any) -> Iterator[bytes]:
+        who = m.Patient(event.patient_id, event.issuer, event.patient_name)
+        yield self._patient_record(event, "C" if event.created else "U", who)
+
+    def _on_PatientMerged(self, event: Any) -> Iterator[bytes]:
+        # ITI TF-2 3.8.5.1.2 (merge): the surviving patient is updated, the subsumed one deleted.
+        yield self._patient_record(event, "U", m.Patient(event.patient_id, event.issuer, event.patient_name))
+        yield self._patient_record(event, "D", m.Patient(event.obsolete_id, event.obsolete_issuer))
+
+    def _on_PatientIdentifierChanged(self, event: Any) -> Iterator[bytes]:
+        yield self._patient_record(event, "U", m.Patient(event.patient_id, event.issuer, event.patient_name))
+
+    # --- orders (RAD-4 / RAD-13) and PIX (ITI-9 / ITI-10) -----------------------------------------
+
+    def _on_OrderReceived(self, event: Any) -> Iterator[bytes]:
+        transaction = RAD_4 if event.transaction == "RAD-4" else RAD_13
+        who = m.Patient(event.patient_id or "unknown", event.issuer, event.patient_name)
+        yield m.procedure_record(self.source, event.action, self._hl7_participants(event.origin), who,
+                                 event_types=[transaction], message_id=event.message_id)  # fmt: skip
+
+    def _on_PixUpdateReceived(self, event: Any) -> Iterator[bytes]:
+        # ITI TF-2 3.10.5.1.2: one Patient Record (U) listing every identifier of the notification.
+        details = (("MSH-10", event.message_id.encode()),) if event.message_id else ()
+        patients = [m.Patient(pid, issuer) for pid, issuer in event.identifiers]
+        others = [m.ParticipantObject(p.cx, c.ID_PATIENT_NUMBER, "1", "1", details=details) for p in patients[1:]]
+        yield m.build(c.PATIENT_RECORD, "U", c.SUCCESS, self._hl7_participants(event.origin), self.source,
+                      event_types=[ITI_10], patient=patients[0], patient_details=details,
+                      objects=others)  # fmt: skip
+
+    def _on_PixQuerySent(self, event: Any) -> Iterator[bytes]:
+        consumer = m.Participant(event.sender, not event.user, c.ROLE_SOURCE, str(os.getpid()), host=self.hostname)
+        manager = m.Participant(event.receiver, False, c.ROLE_DESTINATION, host=event.manager)
+        participants = [consumer, manager]
+        if event.user:
+            participants.append(m.Participant(event.user, True))
+        outcome = c.SUCCESS if not event.outcome else c.MINOR_FAILURE
+        yield m.hl7_query(self.source, participants, event.query, ITI_9, message_id=event.message_id,
+                          patients=[m.Patient(event.patient_id, event.issuer)], outcome=outcome,
+                          description=event.outcome)  # fmt: skip
 
 
 def encode_identifier(level: str, keys: dict[str, Any]) -> tuple[bytes, str]:

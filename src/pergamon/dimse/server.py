@@ -41,7 +41,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pergamon.archive.events import NodeAuthenticationFailed
 from pergamon.archive.service import Archive
-from pergamon.dimse import commitment, echo, find, get, move, network, store
+from pergamon.dimse import commitment, echo, fastpath, find, get, move, mpps, network, store
 from pergamon.security import tls
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def configure_pynetdicom(archive: Archive) -> None:
     Received datasets stream to a temporary file (bounded memory for any object size), in the
     archive's own temporary folder so the core can move them into the blob store with a rename.
     Objects are sent from their files without decoding (bit-preserving, bounded memory).
+    `fastpath` takes the polling sleeps out of pynetdicom's receive loop.
     """
+    fastpath.install()
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     tempfile.tempdir = str(archive.temp_dir)
@@ -124,6 +126,8 @@ def build_ae(archive: Archive) -> AE:
     for sop_class in QUERY_RETRIEVE_CLASSES:
         ae.add_supported_context(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
     ae.add_supported_context(StorageCommitmentPushModel, UNCOMPRESSED_TRANSFER_SYNTAXES)
+    for pps_class in mpps.PPS_CLASSES:  # MPPS, and GP-PPS (retired; registered with pynetdicom by `dimse.mpps`)
+        ae.add_supported_context(pps_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -139,6 +143,8 @@ def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]
         (evt.EVT_C_MOVE, move.handle_move, [archive]),
         (evt.EVT_C_GET, get.handle_get, [archive]),
         (evt.EVT_N_ACTION, commitment.handle_n_action, [archive]),
+        (evt.EVT_N_CREATE, mpps.handle_n_create, [archive]),
+        (evt.EVT_N_SET, mpps.handle_n_set, [archive]),
     ]
     return bound
 

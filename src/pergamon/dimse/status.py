@@ -47,6 +47,15 @@ N_CLASS_INSTANCE_CONFLICT = 0x0119
 N_NO_SUCH_ACTION_TYPE = 0x0123
 N_INVALID_ARGUMENT = 0x0115
 
+# PS3.4 F.7.2.1.3 / F.7.2.2.3-4 (MPPS N-CREATE / N-SET SCP) and PS3.7 C.4 (general N-service statuses).
+N_INVALID_ATTRIBUTE_VALUE = 0x0106
+N_DUPLICATE_SOP_INSTANCE = 0x0111
+N_NO_SUCH_SOP_CLASS = 0x0118
+N_MISSING_ATTRIBUTE = 0x0120
+# Error ID (0000,0903) sent with 0110H "Performed Procedure Step Object may no longer be updated"
+# (PS3.4 F.7.2.2.4; dcm4che's BasicMPPSSCP sends the same).
+PPS_NO_LONGER_UPDATABLE_ERROR_ID = 0xA710
+
 
 def status_for(exc: Exception, table: dict[type[errors.PergamonError], int], default: int) -> int:
     """Look an exception up by its class hierarchy (most specific first), as Starlette does."""

@@ -35,6 +35,10 @@ class FilesystemBlobStore:
         key = self._new_key()
         final = self.root / key
         final.parent.mkdir(parents=True, exist_ok=True)
+        # Order matters (POSIX, ext4 without data=journal): the data is fsynced before the rename
+        # publishes the name, or a crash could leave the final name on a zero-length or partial
+        # file; the folder is fsynced after it, or the rename itself may not survive a crash. The
+        # caller acknowledges only after both, so neither fsync can be dropped or moved.
         try:
             if move and _same_device(source, final.parent):
                 if self.fsync:

@@ -12,7 +12,7 @@ from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddle
 from starlette.routing import BaseRoute, Mount
 
 from pergamon.archive.service import Archive
-from pergamon.web import api, dicomweb, fhir, health, openapi
+from pergamon.web import api, dicomweb, fhir, health, mammo, openapi, ui, viewer
 from pergamon.web.errors import EXCEPTION_HANDLERS
 
 
@@ -24,8 +24,11 @@ def build_app(archive: Archive) -> Starlette:
         *openapi.routes(archive),  # before the Mount: OPTIONS {base_path} (PS3.18 8.9)
         Mount("/fhir", routes=fhir.routes(archive)),  # IHE ITI-81 RESTful ATNA on the audit repository
         Mount("/api", routes=api.routes(archive)),  # operator views: orders, MPPS, HL7 log, jobs
+        Mount("/mammo", routes=mammo.routes(archive)),  # mammography / tomosynthesis display page
         Mount(settings.base_path, routes=dicomweb.routes(archive)),
     ]
+    if archive.settings.viewer.enabled:  # the study list and the bundled viewer (OHIF) at /viewer/
+        routes += [*ui.routes(archive.settings), *viewer.routes(archive.settings)]
     # gzip helps JSON metadata and query results; pixel data (mostly compressed already) and
     # Part-10 streams cost ten times the time for ~10 % fewer bytes, so they go as they are.
     binary = ("multipart/related", "application/dicom", "application/octet-stream", "image/*", "video/*")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pergamon.archive.index.schema import instance, patient, series, study
@@ -53,6 +53,10 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
     Returns the blob key of the replaced object (for the caller to delete after commit), or None.
     """
     now = time.time()
+    known = _known_series(conn, record)
+    if known is not None:
+        return _add_to_known_series(conn, record, blob, origin, known, now)
+    _file_under_current_patient(conn, record)
     patient_pk = _ensure_row(
         conn,
         patient,
@@ -114,6 +118,107 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
         )
     )
     _refresh_study_summary(conn, study_pk, record.instance.columns["sop_class_uid"], new_series)
+    if replaced is not None:
+        _drop_empty_parents(conn, replaced.series_fk)
+    return replaced.blob_key if replaced else None
+
+
+def _file_under_current_patient(conn: Connection, record: ObjectRecord) -> None:
+    """Point `record` at the patient its ID became through merges or ID changes (IHE PIR), if any.
+
+    A late object still carrying a merged-away Patient ID is filed under the survivor, so the old
+    ID keeps matching nothing; the object leaves with the survivor's values (coercion on retrieve).
+    Only a series' first object gets here: later ones find their series under the current patient.
+    """
+    from pergamon.archive.patients import PatientKey, current_key  # patients builds on this module's callers
+
+    columns = record.patient.columns
+    key = PatientKey(columns["patient_id"], columns["issuer"])
+    current = current_key(conn, key)
+    if current != key:
+        record.patient.columns = {**columns, "patient_id": current.patient_id, "issuer": current.issuer}
+
+
+# Every instance of a series after its first finds its series, study and patient rows in place:
+# one joined SELECT replaces the three insert-or-select pairs (statements prebuilt, see below).
+_KNOWN_SERIES = (
+    select(series.c.pk, series.c.study_fk)
+    .select_from(series.join(study, study.c.pk == series.c.study_fk).join(patient, patient.c.pk == study.c.patient_fk))
+    .where(
+        series.c.series_uid == bindparam("series_uid"),
+        study.c.study_uid == bindparam("study_uid"),
+        patient.c.patient_id == bindparam("patient_id"),
+        patient.c.issuer == bindparam("issuer"),
+    )
+)
+_FIND_INSTANCE = select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(
+    instance.c.sop_uid == bindparam("sop_uid")
+)
+_BUMP_SERIES = (
+    update(series)
+    .where(series.c.pk == bindparam("row_pk"))
+    .values(num_instances=series.c.num_instances + 1, updated_at=bindparam("row_now"))
+)
+# RETURNING reads SOP Classes in Study under the row lock the counter update takes (PostgreSQL
+# re-reads the newest committed row after waiting), as the separate SELECT after it did.
+_BUMP_STUDY = (
+    update(study)
+    .where(study.c.pk == bindparam("row_pk"))
+    .values(num_instances=study.c.num_instances + 1, updated_at=bindparam("row_now"))
+    .returning(study.c.sop_classes)
+)
+
+
+def _known_series(conn: Connection, record: ObjectRecord) -> tuple[int, int] | None:
+    """(series pk, study pk) when the series exists under this study and patient, else None."""
+    row = conn.execute(
+        _KNOWN_SERIES,
+        {
+            "series_uid": record.series.columns["series_uid"],
+            "study_uid": record.study.columns["study_uid"],
+            "patient_id": record.patient.columns["patient_id"],
+            "issuer": record.patient.columns["issuer"],
+        },
+    ).first()
+    return (int(row.pk), int(row.study_fk)) if row else None
+
+
+def _add_to_known_series(
+    conn: Connection,
+    record: ObjectRecord,
+    blob: BlobInfo,
+    origin: dict[str, Any],
+    known: tuple[int, int],
+    now: float,
+) -> str | None:
+    """`add_instance` when patient, study and series rows exist: the same rows, in 4-5 statements."""
+    series_pk, study_pk = known
+    row = conn.execute(_FIND_INSTANCE, {"sop_uid": record.instance.columns["sop_uid"]}).first()
+    replaced = ExistingInstance(row.pk, row.blob_key, row.series_fk) if row else None
+    if replaced is not None:
+        _remove_instance_row(conn, replaced)
+    conn.execute(
+        instance.insert(),
+        {
+            **record.instance.columns,
+            "series_fk": series_pk,
+            "transfer_syntax": blob.transfer_syntax,
+            "blob_key": blob.key,
+            "size": blob.size,
+            "sha256": blob.sha256,
+            "attrs": json.dumps(record.instance.attrs),
+            "origin": json.dumps(origin),
+            "created_at": now,
+        },
+    )
+    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
+    current = conn.execute(_BUMP_STUDY, {"row_pk": study_pk, "row_now": now}).scalar_one()
+    sop_class = record.instance.columns["sop_class_uid"]
+    classes = set(current.split("\\")) if current else set()
+    if sop_class not in classes:
+        conn.execute(
+            update(study).where(study.c.pk == study_pk).values(sop_classes="\\".join(sorted(classes | {sop_class})))
+        )
     if replaced is not None:
         _drop_empty_parents(conn, replaced.series_fk)
     return replaced.blob_key if replaced else None

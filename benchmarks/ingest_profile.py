@@ -1,0 +1,236 @@
+"""DIMSE ingest A/B: Pergamon (SQLite or PostgreSQL) vs Orthanc vs dcmtk `storescp +B`, 1 and K associations.
+
+Not the benchmark of record (see the benchmark issue's harness); a quick tool for the ingest work.
+N CT slices (512x512, 16-bit, ~0.5 MB, one series) are split over K dcmtk `storescu` processes
+started together (one association each, TCP_NODELAY=1); the rate is N / wall time until the last
+exits. Every receiver starts empty for each run; targets alternate within a round so that a busy
+shared machine hits them alike. Pergamon runs as `pergamon serve` with fsync on (the default).
+
+Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [--rounds 2]
+       [--targets pergamon-sqlite,pergamon-postgresql,orthanc,storescp]
+A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches);
+`pergamon-sqlite-base` / `pergamon-postgresql-base` run the sources in $BENCH_BASE_SRC (e.g. a `git archive`
+of the previous commit's src/) for a before/after comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+NOFAST = (
+    "import sys; from pergamon.dimse import fastpath; fastpath.install = lambda: None; "
+    "from pergamon.cli import main; sys.exit(main())"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def make_data(n: int) -> list[Path]:
+    import samples
+
+    folder = Path(tempfile.gettempdir()) / f"pergamon-ingest-bench-{n}"
+    if not (folder / "done").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        samples.ct_series(folder, n)
+        (folder / "done").touch()
+    return sorted(p for p in folder.iterdir() if p.name != "done")
+
+
+class Receiver:
+    """One receiver process started in a fresh folder; `stop()` ends it and removes everything."""
+
+    def __init__(self, target: str, work: Path) -> None:
+        self.target = target
+        self.work = work
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.schema: str | None = None
+        self.orthanc = None
+
+    def start(self) -> None:
+        log = open(self.work / "receiver.log", "wb")  # noqa: SIM115 (the receiver's stdout until it stops)
+        if self.target == "storescp":
+            (self.work / "out").mkdir()
+            cmd = ["storescp", "+B", "-pdu", "131072", "-od", str(self.work / "out"), str(self.port)]
+            self.proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        elif self.target == "orthanc":
+            from interop.orthanc import OrthancServer
+
+            self.orthanc = OrthancServer(
+                "/usr/sbin/Orthanc", self.work / "orthanc", dicom_port=self.port, http_port=free_port(), modalities={}
+            )
+            self.orthanc.start()
+            return
+        else:
+            env = {
+                **ENV,
+                "PERGAMON_DICOM_PORT": str(self.port),
+                "PERGAMON_HTTP_PORT": str(free_port()),
+                "PERGAMON_HL7_PORT": str(free_port()),
+                "PERGAMON_AUDIT_REPOSITORY_UDP_PORT": str(free_port()),
+                "PERGAMON_AUDIT_REPOSITORY_TLS_PORT": str(free_port()),
+                "PERGAMON_AUDIT_REPOSITORIES": f"udp://127.0.0.1:{free_port()}",
+                "PERGAMON_SERVER_DATA_DIR": str(self.work / "data"),
+                "PERGAMON_SERVER_LOG_LEVEL": "WARNING",
+            }
+            if self.target.startswith("pergamon-postgresql"):
+                env["PERGAMON_DATABASE_URL"] = self._pg_schema()
+            cmd = [str(ROOT / ".venv/bin/pergamon"), "serve"]
+            if os.environ.get("BENCH_WRAPPER"):  # e.g. a script that profiles the handler, then runs the CLI
+                cmd = [str(ROOT / ".venv/bin/python"), os.environ["BENCH_WRAPPER"], "serve"]
+            if "-base" in self.target:  # A/B: the code of another tree, e.g. `git archive HEAD src | tar -x -C DIR`
+                env["PYTHONPATH"] = os.environ["BENCH_BASE_SRC"]
+            if self.target.endswith("-nofast"):  # A/B: pynetdicom's receive loop unpatched
+                cmd = [str(ROOT / ".venv/bin/python"), "-c", NOFAST, "serve"]
+            if os.environ.get("BENCH_PYSPY"):
+                cmd = [
+                    str(ROOT / ".venv/bin/py-spy"),
+                    "record",
+                    "--idle",
+                    "-f",
+                    "raw",
+                    "-o",
+                    os.environ["BENCH_PYSPY"],
+                    "--",
+                    *cmd,
+                ]
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+
+    def _pg_schema(self) -> str:
+        from sqlalchemy import create_engine, text
+
+        self.schema = f"b_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        admin.dispose()
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the receiver process used so far."""
+        proc = self.orthanc.proc if self.orthanc is not None else self.proc
+        assert proc is not None
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.orthanc is not None:
+            self.orthanc.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT if os.environ.get("BENCH_PYSPY") else signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.schema:
+            from sqlalchemy import create_engine, text
+
+            admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+            admin.dispose()
+
+
+def send(port: int, files: list[Path], k: int) -> float:
+    """Wall seconds for K storescu processes (one association each) to send all files."""
+    parts = [files[i::k] for i in range(k)]
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-R", "-aec", "PERGAMON", "127.0.0.1", str(port), *map(str, part)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for part in parts
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    elapsed = time.monotonic() - start
+    bad = [
+        f"exit {p.returncode}: {e.decode(errors='replace')[-400:]}"
+        for p, e in zip(procs, errors, strict=True)
+        if p.returncode
+    ]
+    if bad:
+        raise RuntimeError("storescu failed: " + " | ".join(bad))
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--assocs", default="1,4")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--targets", default="pergamon-sqlite,orthanc,storescp")
+    args = parser.parse_args()
+    files = make_data(args.n)
+    targets = args.targets.split(",")
+    assocs = [int(a) for a in args.assocs.split(",")]
+    rates: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
+    for rnd in range(args.rounds):
+        for k in assocs:
+            for target in targets:
+                with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+                    receiver = Receiver(target, Path(tmp))
+                    receiver.start()
+                    try:
+                        cpu0 = receiver.cpu_seconds()
+                        elapsed = send(receiver.port, files, k)
+                        cpu = receiver.cpu_seconds() - cpu0
+                    finally:
+                        receiver.stop()
+                rate = len(files) / elapsed
+                rates.setdefault((target, k), []).append(rate)
+                cpus.setdefault((target, k), []).append(cpu * 1000 / len(files))
+                print(
+                    f"round {rnd + 1} {target:22s} {k} assoc: {rate:7.1f} inst/s, receiver CPU "
+                    f"{cpu * 1000 / len(files):5.2f} ms/inst",
+                    flush=True,
+                )
+    print("\nmedians (inst/s):")
+    for k in assocs:
+        for target in targets:
+            values = rates[(target, k)]
+            cpu = statistics.median(cpus[(target, k)])
+            rounded = [round(v) for v in values]
+            print(f"  {target:22s} {k} assoc: {statistics.median(values):7.1f} {rounded}  {cpu:.2f} ms CPU/inst")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Patches to pynetdicom 3.0.4's per-association threads: wake on events instead of polling every 1 ms.
+
+pynetdicom runs two polling threads per association (python-stack.md 2.1): the DUL thread sleeps
+1 ms whenever its socket and queues were idle, and the Association thread sleeps 1 ms before each
+look at its DIMSE message queue. Every C-STORE pays both sleeps in latency, and every idle
+millisecond costs two thread wake-ups (measured: ~6-7 % of a core per open, idle association on
+the 2-core test machine, i.e. several ms of CPU per stored instance on one association). PDUs are
+also read 4 KiB at a time. Each patch keeps pynetdicom's loop logic and only changes how a thread
+waits or reads:
+
+* DUL thread: its idle sleep becomes a `select` on the association's socket plus a wake-up pipe,
+  for at most `IDLE_WAIT`. `send_pdu` (the only way other threads hand the DUL work) writes to the
+  pipe, so a response goes out at once; a PDU arriving is read at once. Timers (ARTIM) and the
+  kill flag are still seen within `IDLE_WAIT`. The pipe is closed when the reactor ends.
+* Association thread (acceptor associations only): its 1 ms sleep becomes a wait on the DIMSE
+  message queue, also woken by anything the DUL puts on its user queue (release, abort), for at
+  most `IDLE_WAIT`. Requestor associations keep the 1 ms sleep: their sending thread waits for the
+  reactor to pause before each request.
+* `AssociationSocket.recv`: one `recv_into` into a buffer of the PDU's size instead of 4 KiB
+  `recv` calls appended to a growing bytearray (same result, including a short read at EOF).
+
+Other sleeps in those modules (the SCU-side waits) are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+import weakref
+from types import SimpleNamespace
+from typing import Any
+
+from pynetdicom import association, dul
+from pynetdicom.transport import AssociationSocket
+
+IDLE_WAIT = 0.01  # longest wait of an idle reactor before it re-checks timers and flags (pynetdicom: 0.001)
+_REACTOR_DELAY = 0.001  # the sleep both reactors use in pynetdicom 3.0.4
+_WAKE = "_pergamon_waker"  # the DUL attribute holding its `_Waker`
+_installed = False
+
+
+def install() -> None:
+    """Apply the patches (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    dul.time = SimpleNamespace(sleep=_dul_sleep)  # type: ignore[attr-defined]
+    association.time = SimpleNamespace(sleep=_association_sleep)  # type: ignore[attr-defined]
+    provider = dul.DULServiceProvider
+    provider.__init__ = _wrap_init(provider.__init__)  # type: ignore[method-assign]
+    provider.run_reactor = _wrap_run_reactor(provider.run_reactor)  # type: ignore[method-assign]
+    provider.send_pdu = _wrap_send_pdu(provider.send_pdu)  # type: ignore[method-assign]
+    AssociationSocket.recv = _recv_whole  # type: ignore[method-assign]
+    _installed = True
+
+
+def installed() -> bool:
+    """Whether `install` ran (for tests and diagnostics)."""
+    return _installed
+
+
+# -- DUL thread ----------------------------------------------------------------------------------
+
+
+class _Waker:
+    """A pipe that wakes a DUL thread out of `select`; writes after `close` are dropped, not misdirected."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def wake(self) -> None:
+        with self._lock:  # held so that the fd cannot be closed (and its number reused) mid-write
+            if not self.closed:
+                with contextlib.suppress(OSError):  # a full pipe is awake already
+                    os.write(self.write_fd, b"\0")
+
+    def drain(self) -> None:
+        with self._lock:
+            if not self.closed:
+                with contextlib.suppress(OSError):
+                    os.read(self.read_fd, 4096)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                os.close(self.read_fd)
+                os.close(self.write_fd)
+
+
+def _wrap_init(original: Any) -> Any:
+    def __init__(self: Any, assoc: Any) -> None:
+        original(self, assoc)
+        self.to_user_queue = _UserQueue(self)  # still empty: no thread runs yet
+        waker = _Waker()
+        setattr(self, _WAKE, waker)
+        weakref.finalize(self, waker.close)  # a DUL whose reactor never ran
+
+    __init__.__doc__ = original.__doc__
+    return __init__
+
+
+def _wrap_send_pdu(original: Any) -> Any:
+    def send_pdu(self: Any, primitive: Any) -> None:
+        original(self, primitive)
+        waker = getattr(self, _WAKE, None)
+        if waker is not None:
+            waker.wake()
+
+    send_pdu.__doc__ = original.__doc__
+    return send_pdu
+
+
+def _wrap_run_reactor(original: Any) -> Any:
+    def run_reactor(self: Any) -> None:
+        try:
+            original(self)
+        finally:
+            waker = getattr(self, _WAKE, None)
+            if waker is not None:
+                waker.close()
+
+    run_reactor.__doc__ = original.__doc__
+    return run_reactor
+
+
+def _dul_sleep(seconds: float) -> None:
+    """The DUL reactor's idle sleep: until data arrives, a primitive is queued, or `IDLE_WAIT`."""
+    provider = threading.current_thread()
+    if not isinstance(provider, dul.DULServiceProvider):
+        time.sleep(seconds)  # stop_dul() waiting for the DUL thread from another thread
+        return
+    transport = provider.socket
+    sock = getattr(transport, "socket", None)
+    waker: _Waker | None = getattr(provider, _WAKE, None)
+    if waker is None or waker.closed or sock is None or not getattr(transport, "_is_connected", False):
+        time.sleep(seconds)  # not connected: nothing to wait on (and an EOF would wake select at once)
+        return
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return  # decrypted bytes already buffered: select would not see them
+    try:
+        ready, _, _ = select.select([sock, waker.read_fd], [], [], IDLE_WAIT)
+    except (OSError, ValueError):  # the socket was closed under us: the reactor's own check reports it
+        time.sleep(seconds)
+        return
+    if waker.read_fd in ready:
+        waker.drain()
+
+
+# -- Association thread --------------------------------------------------------------------------
+
+
+class _UserQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DUL's to-user queue, which also wakes the association's reactor (see `_association_sleep`)."""
+
+    def __init__(self, provider: Any) -> None:
+        super().__init__()
+        self._provider = provider
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        messages = getattr(getattr(self._provider.assoc, "dimse", None), "msg_queue", None)
+        if messages is not None:
+            with messages.not_empty:
+                messages.not_empty.notify_all()
+
+
+def _association_sleep(seconds: float) -> None:
+    """An acceptor's reactor sleep: until a DIMSE message or an ACSE primitive arrives, or `IDLE_WAIT`."""
+    assoc = threading.current_thread()
+    if seconds != _REACTOR_DELAY or not isinstance(assoc, association.Association) or not assoc.is_acceptor:
+        time.sleep(seconds)
+        return
+    if not isinstance(assoc.dul.to_user_queue, _UserQueue):
+        time.sleep(seconds)
+        return
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:
+        if not messages.queue:  # a wake-up missed while the reactor was busy costs at most IDLE_WAIT
+            messages.not_empty.wait(IDLE_WAIT)
+
+
+# -- socket reads --------------------------------------------------------------------------------
+
+
+def _recv_whole(self: AssociationSocket, nr_bytes: int) -> bytearray:
+    """Read `nr_bytes` (fewer only if the peer closed the connection), filling one buffer."""
+    sock: socket.socket = self.socket  # type: ignore[assignment]
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    read = 0
+    while read < nr_bytes:
+        count = sock.recv_into(view[read:], nr_bytes - read)
+        if not count:
+            return buffer[:read]
+        read += count
+    return buffer

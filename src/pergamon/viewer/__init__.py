@@ -1,0 +1,1 @@
+"""The bundled web viewer (OHIF): its deploy step and its generated configuration."""

@@ -1,0 +1,105 @@
+"""`split_levels` (one pass, cached tag map, plain-text JSON fast path) equals the plain per-element version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import samples
+from pydicom import Dataset, dcmread
+from pydicom.datadict import keyword_for_tag
+
+from pergamon.archive.index.schema import INDEXED_KEYS
+from pergamon.archive.model import (
+    _BULK_VRS,
+    _MAX_ELEMENT_JSON,
+    EXCLUDED_KEYWORDS,
+    LevelRecord,
+    ObjectRecord,
+    element_text,
+    level_of,
+    split_levels,
+)
+from pergamon.archive.query import normalize
+
+
+def reference_split_levels(ds: Dataset) -> ObjectRecord:
+    """The earlier `split_levels`: every element through pydicom's `to_json_dict`."""
+    record = ObjectRecord(LevelRecord(), LevelRecord(), LevelRecord(), LevelRecord())
+    for tag in list(ds.keys()):
+        if tag.group in (0x0002, 0xFFFE) or tag.is_private:
+            continue
+        raw = ds.get_item(tag)
+        if raw is None or (raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64):
+            continue
+        keyword = keyword_for_tag(tag)
+        if not keyword or keyword in EXCLUDED_KEYWORDS or keyword == "SpecificCharacterSet":
+            continue
+        elem = ds[tag]
+        encoded = _reference_json(elem)
+        if encoded is None:
+            continue
+        target = record.of(level_of(keyword))
+        target.attrs[f"{tag:08X}"] = encoded
+        key = INDEXED_KEYS.get(keyword)
+        if key is not None and key.level is level_of(keyword):
+            target.columns[key.column] = normalize(key.vr, element_text(elem))
+    record.patient.columns.setdefault("patient_id", "")
+    record.patient.columns["patient_id"] = record.patient.columns["patient_id"] or ""
+    record.patient.columns["issuer"] = record.patient.columns.get("issuer") or ""
+    return record
+
+
+def _reference_json(elem: Any) -> dict[str, Any] | None:
+    import base64
+
+    if elem.VR in _BULK_VRS:
+        length = len(elem.value) if isinstance(elem.value, (bytes, bytearray)) else 0
+        if length > 64 or elem.value is None:
+            return None
+        return {"vr": elem.VR, "InlineBinary": base64.b64encode(bytes(elem.value)).decode("ascii")}
+    try:
+        encoded = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1024)
+    except Exception:
+        return None
+    if "BulkDataURI" in encoded:
+        return None
+    if elem.VR == "SQ" and len(repr(encoded)) > _MAX_ELEMENT_JSON:
+        return None
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("split")
+    found = [*samples.storage_corpus(root / "corpus"), *samples.charset_samples(root / "charsets")]
+    found += samples.pydicom_samples(root / "pydicom")
+    return [s.path for s in found]
+
+
+def test_split_levels_equals_the_reference_over_the_corpus(corpus_files: list[Path]) -> None:
+    assert len(corpus_files) > 50
+    for path in corpus_files:
+        new = split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+        old = reference_split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+        for level in ("patient", "study", "series", "instance"):
+            assert getattr(new, level).attrs == getattr(old, level).attrs, (path.name, level)
+            assert getattr(new, level).columns == getattr(old, level).columns, (path.name, level)
+
+
+def test_split_levels_equals_the_reference_on_empty_and_multivalued_text() -> None:
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds.PatientName = ""
+    ds.StudyInstanceUID = "1.2.3"
+    ds.AccessionNumber = ""
+    ds.ImageType = ["ORIGINAL", "", "AXIAL"]
+    ds.Modality = "CT"
+    ds.StudyDescription = "Caf\u00e9"
+    ds.SeriesNumber = "7"
+    ds.PixelSpacing = ["0.5", "0.5"]
+    ds.OtherPatientNames = ["A^B", "C^D"]
+    new, old = split_levels(ds), reference_split_levels(ds)
+    assert (new.patient, new.study, new.series, new.instance) == (old.patient, old.study, old.series, old.instance)
+    assert new.instance.attrs["00080008"] == {"vr": "CS", "Value": ["ORIGINAL", "", "AXIAL"]}
