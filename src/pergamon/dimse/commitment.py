@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
 from pynetdicom.dsutils import encode
@@ -461,13 +461,8 @@ def _send_on_new(archive: Archive, calling_ae: str, event_type: int, info: Datas
             f"no [[dicom.remote]] with AE title {calling_ae!r}: add its host and port so the storage "
             "commitment report can be delivered"
         )
-    settings = archive.settings.dicom
     where = f"{remote.ae_title}@{remote.host}:{remote.port}"
-    ae = AE(ae_title=settings.ae_title)
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
-    ae.connection_timeout = settings.acse_timeout
+    ae = network.outbound_ae(archive)
     ae.add_requested_context(StorageCommitmentPushModel, _TRANSFER_SYNTAXES)
     # Note to PS3.4 J.3.3.1.2: the association requester here is the Storage Commitment SCP, so it
     # proposes the SCP role (SCU role 0, SCP role 1) by SCP/SCU Role Selection (PS3.7 D.3.3.4).
@@ -481,13 +476,7 @@ def _send_on_new(archive: Archive, calling_ae: str, event_type: int, info: Datas
         tls_args=network.tls_args(archive, remote),
     )
     if not assoc.is_established:
-        if assoc.is_rejected:
-            why = "rejected the association"
-        elif assoc.is_aborted:
-            why = "aborted the association (unreachable or not a DICOM peer?)"
-        else:
-            why = "could not be reached" + (" over TLS" if remote.tls else "")
-        return Retry(f"storage commitment report: {where} {why}")
+        return Retry(f"storage commitment report: {where} {network.why_not_established(assoc, remote)}")
     try:
         accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == StorageCommitmentPushModel]
         if not accepted:

@@ -28,7 +28,7 @@ from typing import cast
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, register_uid
+from pynetdicom import register_uid
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_CREATE, N_SET
 from pynetdicom.events import Event
@@ -212,13 +212,8 @@ def _associate(archive: Archive, destination: str, sop_class: str, purpose: str)
     remote = archive.settings.remote_ae(destination)
     if remote is None:
         return Retry(f"{purpose}: no [[dicom.remote]] with AE title {destination!r}")
-    settings = archive.settings.dicom
     where = f"{remote.ae_title}@{remote.host}:{remote.port}"
-    ae = AE(ae_title=settings.ae_title)
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
-    ae.connection_timeout = settings.acse_timeout
+    ae = network.outbound_ae(archive)
     ae.add_requested_context(sop_class, _TRANSFER_SYNTAXES)
     assoc = ae.associate(
         remote.host,
@@ -228,13 +223,7 @@ def _associate(archive: Archive, destination: str, sop_class: str, purpose: str)
         tls_args=network.tls_args(archive, remote),
     )
     if not assoc.is_established:
-        if assoc.is_rejected:
-            why = "rejected the association"
-        elif assoc.is_aborted:
-            why = "aborted the association (unreachable or not a DICOM peer?)"
-        else:
-            why = "could not be reached" + (" over TLS" if remote.tls else "")
-        return Retry(f"{purpose}: {where} {why}")
+        return Retry(f"{purpose}: {where} {network.why_not_established(assoc, remote)}")
     if not any(cx.abstract_syntax == sop_class for cx in assoc.accepted_contexts):
         assoc.release()
         return Retry(f"{purpose}: {where} refused the {_name(sop_class)} presentation context")

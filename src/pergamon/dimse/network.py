@@ -15,7 +15,8 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from pergamon.archive.events import NodeAuthenticationFailed
@@ -77,3 +78,23 @@ def tls_args(archive: Archive, remote: RemoteAE) -> tuple[ssl.SSLContext, str] |
         bus.emit(NodeAuthenticationFailed(f"{remote.ae_title}@{peer}", reason, "dicom"))
 
     return tls.report_client_failures(context, refused), remote.host
+
+
+def outbound_ae(archive: Archive) -> AE:
+    """A fresh AE for one outgoing association of a job (reports, forwarding): our title, our timeouts."""
+    settings = archive.settings.dicom
+    ae = AE(ae_title=settings.ae_title)
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.connection_timeout = settings.acse_timeout
+    return ae
+
+
+def why_not_established(assoc: Association, remote: RemoteAE) -> str:
+    """What went wrong with an association that did not get established, for logs and job errors."""
+    if assoc.is_rejected:
+        return "rejected the association"
+    if assoc.is_aborted:
+        return "aborted the association (unreachable or not a DICOM peer?)"
+    return "could not be reached" + (" over TLS" if remote.tls else "")
