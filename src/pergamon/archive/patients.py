@@ -516,6 +516,19 @@ def apply_patch(ds: Dataset, patch: Mapping[str, Any]) -> None:
         ds[elem.tag] = elem
 
 
+def apply_patch_json(model: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`apply_patch` for an object's DICOM JSON (WADO-RS metadata): the same values, the same character set rule."""
+    for tag_text, wanted in patch.items():
+        if _value_of(wanted) is None and tag_text not in model:
+            continue
+        model[tag_text] = wanted
+    if not json.dumps(dict(patch), ensure_ascii=False).isascii():
+        charset = model.get("00080005", {}).get("Value", [])
+        if "ISO_IR 192" not in charset:
+            model["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+    return dict(sorted(model.items()))
+
+
 def _needs_utf8(ds: Dataset, values: Dataset) -> bool:
     text = json.dumps([element_json(e) for e in values], ensure_ascii=False)
     if text.isascii():

@@ -64,7 +64,7 @@ from pergamon.archive.retrieve import (
     transcode,
 )
 from pergamon.archive.service import Archive
-from pergamon.web.dicomweb import media, multipart
+from pergamon.web.dicomweb import media, metadata_cache, multipart
 
 log = logging.getLogger(__name__)
 
@@ -318,23 +318,22 @@ def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{path[: path.index('/studies/')]}"
 
 
+def _metadata_texts(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[str]:
+    """Each instance's metadata as JSON text (from `metadata_cache`); an unreadable object is left out."""
+    return metadata_cache.texts(archive, instances, base, instance_json)
+
+
 def _metadata_models(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[dict[str, Any]]:
     """Each instance's metadata model, one at a time; an unreadable object is left out."""
-    for stored in instances:
-        try:
-            header = frames.read_header(prepare_outgoing(archive, stored))
-            instance = f"studies/{stored.study_uid}/series/{stored.series_uid}/instances/{stored.sop_instance_uid}"
-            yield instance_json(header, f"{base}/{instance}/bulkdata")
-        except Exception as exc:
-            log.warning("metadata of %s left out: %s", stored.sop_instance_uid, exc)
+    for text in _metadata_texts(archive, instances, base):
+        yield json.loads(text)
 
 
 def _metadata_chunks(archive: Archive, instances: list[StoredInstance], base: str) -> Iterator[bytes]:
     """A JSON array streamed instance by instance (PS3.18 F.2)."""
     yield b"["
     first = True
-    for model in _metadata_models(archive, instances, base):
-        item = json.dumps(model, ensure_ascii=False, allow_nan=False)
+    for item in _metadata_texts(archive, instances, base):
         yield (b"" if first else b",") + item.encode("utf-8")
         first = False
     yield b"]"

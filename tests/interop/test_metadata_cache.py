@@ -1,0 +1,59 @@
+"""WADO-RS metadata is rendered once per stored object and served from the cache afterwards:
+the same answer either way, later patient reconciliation included, and a deleted cache is rebuilt."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import samples
+from conftest import make_settings
+
+from pergamon.archive.origin import Origin
+from pergamon.archive.patients import PatientKey, update_demographics
+from pergamon.runtime import Pergamon
+from pergamon.web.dicomweb import metadata_cache
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Any:
+    pergamon = Pergamon(make_settings(tmp_path / "data", database_url))
+    pergamon.start()
+    yield pergamon
+    pergamon.stop()
+
+
+def metadata(app: Pergamon, study_uid: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{app.settings.http.port}{app.settings.http.base_path}/studies/{study_uid}/metadata"
+    response = httpx.get(url, headers={"Accept": "application/dicom+json"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return sorted(response.json(), key=lambda item: item["00080018"]["Value"][0])
+
+
+def test_cached_metadata_is_the_same_and_follows_reconciliation(app: Pergamon, tmp_path: Path) -> None:
+    series = samples.ct_series(tmp_path / "src", 3)
+    for sample in series:
+        app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+    study_uid = series[0].study_uid
+    cache = metadata_cache.folder(app.archive)
+
+    first = metadata(app, study_uid)
+    assert len(list(cache.glob("*.json"))) == 3
+    assert metadata(app, study_uid) == first  # now served from the cache
+    bulk = first[0]["7FE00010"]["BulkDataURI"]
+    assert bulk.startswith(f"http://127.0.0.1:{app.settings.http.port}/")
+    assert httpx.get(bulk, timeout=30).status_code == 200
+
+    patient_id = first[0]["00100020"]["Value"][0]
+    update_demographics(
+        app.archive, PatientKey(patient_id), {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "RENAMED^NOW"}]}}
+    )
+    renamed = metadata(app, study_uid)
+    assert {item["00100010"]["Value"][0]["Alphabetic"] for item in renamed} == {"RENAMED^NOW"}
+
+    shutil.rmtree(cache)
+    assert metadata(app, study_uid) == renamed  # rebuilt from the stored objects
+    assert len(list(cache.glob("*.json"))) == 3
