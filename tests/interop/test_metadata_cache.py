@@ -15,7 +15,7 @@ from conftest import make_settings
 from pergamon.archive.origin import Origin
 from pergamon.archive.patients import PatientKey, update_demographics
 from pergamon.runtime import Pergamon
-from pergamon.web.dicomweb import metadata_cache
+from pergamon.web.dicomweb import metadata_cache, wado
 
 
 @pytest.fixture
@@ -57,3 +57,14 @@ def test_cached_metadata_is_the_same_and_follows_reconciliation(app: Pergamon, t
     shutil.rmtree(cache)
     assert metadata(app, study_uid) == renamed  # rebuilt from the stored objects
     assert len(list(cache.glob("*.json"))) == 3
+
+
+def test_metadata_split_over_many_pieces_is_one_valid_array(
+    app: Pergamon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wado, "_METADATA_CHUNK", 1)  # every instance in a piece of its own
+    series = samples.ct_series(tmp_path / "src", 4)
+    for sample in series:
+        app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+    items = metadata(app, series[0].study_uid)
+    assert sorted(item["00080018"]["Value"][0] for item in items) == sorted(s.sop_instance_uid for s in series)
