@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,11 +30,38 @@ POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg:
 BACKEND = os.environ.get("PERGAMON_TEST_DB", "sqlite")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_PORT_POOL = [p for p in range(20000, 32000) if not _EPHEMERAL[0] <= p <= _EPHEMERAL[1]]
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (pynetdicom's tests do the same)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on, outside the kernel's ephemeral range, not handed out before.
+
+    A port the kernel picks for `bind(0)` comes from the ephemeral range, where the next outgoing
+    connection (a database client, an HTTP request) may take it before the test server binds it;
+    ports below that range are never taken that way.
+    """
+    rng = random.Random()
+    for port in rng.sample(_PORT_POOL, k=min(500, len(_PORT_POOL))):
+        if port in _GIVEN_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def dcmtk_env() -> dict[str, str]:
