@@ -80,6 +80,12 @@ class DicomSettings:
         default=0,
     )
     max_associations: int = _doc("Concurrent associations accepted.", default=32)
+    direct_store: bool = _doc(
+        "Receive associations that carry only storage and verification with Pergamon's own lean "
+        "loop instead of pynetdicom's generic one (about half the CPU per instance); false is the "
+        "fallback should a sender misbehave with it.",
+        default=True,
+    )
     network_timeout: float = _doc("Seconds of network silence before an association is aborted.", default=60.0)
     acse_timeout: float = _doc("Seconds to wait for association negotiation messages.", default=30.0)
     dimse_timeout: float = _doc("Seconds to wait for a DIMSE message from a peer.", default=60.0)

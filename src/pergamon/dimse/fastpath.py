@@ -134,6 +134,19 @@ def _wrap_run_reactor(original: Any) -> Any:
     return run_reactor
 
 
+def waker_fd(provider: Any) -> int | None:
+    """The file descriptor that becomes readable when `send_pdu` queues work for `provider`."""
+    waker: _Waker | None = getattr(provider, _WAKE, None)
+    return None if waker is None or waker.closed else waker.read_fd
+
+
+def drain_waker(provider: Any) -> None:
+    """Consume `provider`'s pending wake-ups (after its queue was looked at)."""
+    waker: _Waker | None = getattr(provider, _WAKE, None)
+    if waker is not None:
+        waker.drain()
+
+
 def _dul_sleep(seconds: float) -> None:
     """The DUL reactor's idle sleep: until data arrives, a primitive is queued, or `IDLE_WAIT`."""
     provider = threading.current_thread()

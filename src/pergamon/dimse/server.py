@@ -41,7 +41,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pergamon.archive.events import NodeAuthenticationFailed
 from pergamon.archive.service import Archive
-from pergamon.dimse import commitment, echo, fastpath, find, get, move, mpps, network, store
+from pergamon.dimse import commitment, direct_store, echo, fastpath, find, get, move, mpps, network, store
 from pergamon.security import tls
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,8 @@ class DicomServer:
         self.archive = archive
         configure_pynetdicom(archive)
         self.ae = build_ae(archive)
+        if archive.settings.dicom.direct_store:
+            direct_store.enable(self.ae, archive)
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: TlsAssociationServer | None = None
 

@@ -3,12 +3,16 @@
 pynetdicom streams the received dataset into a temporary file inside the archive's data folder
 (STORE_RECV_CHUNKED_DATASET), so an object of any size is never held whole in memory; that file,
 with the dataset bytes exactly as sent, is handed to the core, which moves it into the blob store.
+Associations that carry only storage and verification skip pynetdicom's receive path
+(`direct_store`) but end in the same `store_received`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import Dataset
 from pynetdicom.events import Event
@@ -24,12 +28,19 @@ from pergamon.dimse.status import (
     status_for,
 )
 
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
 log = logging.getLogger(__name__)
 
 
 def origin_of(event: Event) -> Origin:
     """The DIMSE origin of the association an event arrived on."""
-    assoc = event.assoc
+    return origin_of_association(event.assoc)
+
+
+def origin_of_association(assoc: Association) -> Origin:
+    """The DIMSE origin of `assoc`: calling and called AE titles, peer address."""
     return Origin.from_dimse(
         calling_ae=assoc.requestor.ae_title,
         called_ae=assoc.acceptor.ae_title,
@@ -38,32 +49,40 @@ def origin_of(event: Event) -> Origin:
 
 
 def handle_store(event: Event, archive: Archive) -> int | Dataset:
-    """Store the received object; success only once it is durable (fsynced and indexed)."""
+    """EVT_C_STORE: store the received object; success only once it is durable (fsynced and indexed)."""
     request = event.request
-    origin = origin_of(event)
+    status, comment = store_received(
+        archive,
+        event.dataset_path,
+        origin_of(event),
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+    )
+    return SUCCESS if status == SUCCESS else status_dataset(status, comment)
+
+
+def store_received(archive: Archive, path: Path, origin: Origin, sop_class: str, sop_instance: str) -> tuple[int, str]:
+    """Hand a received file (moved, not copied) to the core; the C-STORE status and error comment.
+
+    Shared by pynetdicom's C-STORE event and `direct_store`'s own receive loop.
+    """
     try:
         result = archive.store_file(
-            event.dataset_path,
+            path,
             origin,
-            expected_sop_class=str(request.AffectedSOPClassUID),
-            expected_sop_instance=str(request.AffectedSOPInstanceUID),
+            expected_sop_class=sop_class,
+            expected_sop_instance=sop_instance,
             move=True,
         )
     except errors.PergamonError as exc:
         status = status_for(exc, STORE_ERRORS, STORE_PROCESSING_FAILURE)
-        log.warning(
-            "C-STORE of %s from %s refused (0x%04X): %s",
-            request.AffectedSOPInstanceUID,
-            origin.calling_ae,
-            status,
-            exc,
-        )
-        return status_dataset(status, str(exc))
+        log.warning("C-STORE of %s from %s refused (0x%04X): %s", sop_instance, origin.calling_ae, status, exc)
+        return status, str(exc)
     except Exception as exc:
-        log.exception("C-STORE of %s from %s failed", request.AffectedSOPInstanceUID, origin.calling_ae)
-        return status_dataset(STORE_PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+        log.exception("C-STORE of %s from %s failed", sop_instance, origin.calling_ae)
+        return STORE_PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"
     log.debug("stored %s (%s) from %s", result.sop_instance_uid, result.outcome.value, origin.calling_ae)
-    return SUCCESS
+    return SUCCESS, ""
 
 
 def discard_unfinished_transfer(event: Event) -> None:

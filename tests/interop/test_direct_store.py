@@ -1,0 +1,292 @@
+"""The direct receive loop for storage-only associations (`dimse.direct_store`).
+
+Every C-STORE test already runs through it (their associations propose storage contexts only);
+these check what is particular to it: which associations it takes, that what it stores is byte
+for byte what pynetdicom's own path stores, and that everything off its narrow path (another
+command, a PDU out of place, a malformed PDU, silence, a server stop) ends the association with an
+A-ABORT while the server goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import samples
+from conftest import dcmtk_env, make_settings, require_tool
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pynetdicom import AE
+from pynetdicom.dsutils import decode, encode
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from store_checks import (
+    assert_blobs_match_index,
+    assert_no_temp_leftovers,
+    close_socket,
+    index_instances,
+    keep_socket,
+    pdata_tf,
+    wait_for,
+)
+
+from pergamon.dimse import direct_store
+from pergamon.runtime import Pergamon
+
+pytestmark = pytest.mark.interop
+
+TAKEN = "received by the direct loop"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Pergamon]]:
+    apps: list[Pergamon] = []
+
+    def start(name: str = "data", **dicom: Any) -> Pergamon:
+        app = Pergamon(make_settings(tmp_path / name, database_url if not apps else _sqlite(tmp_path, name), **dicom))
+        app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop()
+
+
+def _sqlite(tmp_path: Path, name: str) -> str:
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{tmp_path / name / 'index.db'}"
+
+
+def associate(app: Pergamon, *extra: str) -> Any:
+    ae = AE(ae_title="DIRECT")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    for sop_class in extra:
+        ae.add_requested_context(sop_class)
+    settings = app.settings.dicom
+    assoc = ae.associate("127.0.0.1", settings.port, ae_title=settings.ae_title)
+    assert assoc.is_established
+    return keep_socket(assoc)
+
+
+def save(ds: Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def wait_ended(assoc: Any) -> None:
+    wait_for(lambda: not assoc.is_alive(), 15, "the association to end")
+    close_socket(assoc)
+
+
+def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
+    start_server: Callable[..., Pergamon], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = start_server()
+    caplog.set_level(logging.DEBUG, logger=direct_store.__name__)
+
+    assoc = associate(app)
+    assert assoc.send_c_echo().Status == 0x0000
+    first = samples.make_instance(CTImageStorage, seed=1)
+    assert assoc.send_c_store(first).Status == 0x0000
+    assoc.release()
+    assert assoc.is_released
+    assert caplog.text.count(TAKEN) == 1
+
+    caplog.clear()
+    mixed = associate(app, StudyRootQueryRetrieveInformationModelFind)
+    second = samples.make_instance(CTImageStorage, seed=2)
+    assert mixed.send_c_store(second).Status == 0x0000
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = first.StudyInstanceUID
+    answers = [status.Status for status, _ in mixed.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
+    assert answers == [0xFF00, 0x0000]
+    mixed.release()
+    assert TAKEN not in caplog.text  # a query context keeps the association with pynetdicom
+
+    assert set(index_instances(app.settings)) == {str(first.SOPInstanceUID), str(second.SOPInstanceUID)}
+
+
+def test_direct_loop_stores_the_same_bytes_as_pynetdicom(start_server: Callable[..., Pergamon], tmp_path: Path) -> None:
+    """dcmtk storescu with 4 KiB PDUs (many PDUs and fragments per object) into both paths."""
+    storescu = require_tool("storescu")
+    files = [
+        save(samples.make_instance(CTImageStorage, rows=512, cols=512, seed=seed), tmp_path / f"ct{seed}.dcm")
+        for seed in range(3)
+    ]
+    files.append(save(samples.make_instance(MRImageStorage, seed=7), tmp_path / "mr.dcm"))
+    direct = start_server("direct")
+    generic = start_server("generic", direct_store=False)
+    for app in (direct, generic):
+        result = subprocess.run(
+            [storescu, "-pdu", "4096", "-aec", app.settings.dicom.ae_title, "127.0.0.1", str(app.settings.dicom.port)]
+            + [str(f) for f in files],
+            env=dcmtk_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+    stored = [index_instances(app.settings) for app in (direct, generic)]
+    assert len(stored[0]) == len(files) and set(stored[0]) == set(stored[1])
+    for uid, row in stored[0].items():
+        other = stored[1][uid]
+        blob = (direct.settings.blob_path / row.blob_key).read_bytes()
+        assert blob == (generic.settings.blob_path / other.blob_key).read_bytes(), uid
+        assert (row.size, row.sha256, row.transfer_syntax) == (other.size, other.sha256, other.transfer_syntax)
+    assert_blobs_match_index(direct.settings)
+    assert_no_temp_leftovers(direct.settings)
+
+
+def test_failure_status_carries_the_error_comment(start_server: Callable[..., Pergamon], tmp_path: Path) -> None:
+    app = start_server()
+    assoc = associate(app)
+    bad = samples.make_instance(CTImageStorage, seed=4)
+    del bad.StudyInstanceUID
+    rsp = assoc.send_c_store(bad)
+    assert rsp.Status == 0xC000
+    assert "StudyInstanceUID" in str(rsp.ErrorComment)
+    good = samples.make_instance(CTImageStorage, seed=5)
+    assert assoc.send_c_store(good).Status == 0x0000
+    assoc.release()
+    assert set(index_instances(app.settings)) == {str(good.SOPInstanceUID)}
+
+
+def _raw_after_command(assoc: Any, payload: bytes) -> None:
+    assoc.dul.socket.socket.sendall(payload)
+
+
+def _command(elements: dict[int, bytes]) -> bytes:
+    return direct_store.encode_command(sorted(elements.items()))
+
+
+def _ui(uid: str) -> bytes:
+    data = uid.encode()
+    return data + b"\0" if len(data) % 2 else data
+
+
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        pytest.param(
+            lambda cx: pdata_tf(
+                cx,
+                0x03,
+                _command(
+                    {
+                        0x0002: _ui(str(CTImageStorage)),
+                        0x0100: struct.pack("<H", 0x0020),  # C-FIND-RQ
+                        0x0110: struct.pack("<H", 1),
+                        0x0800: struct.pack("<H", 0x0000),
+                    }
+                ),
+            ),
+            id="c-find-on-a-storage-context",
+        ),
+        pytest.param(lambda cx: pdata_tf(cx, 0x00, b"\x08\x00\x18\x00"), id="data-set-without-a-command"),
+        pytest.param(lambda cx: pdata_tf(cx + 2, 0x03, b"\x00" * 12), id="unaccepted-context"),
+        pytest.param(lambda cx: b"\x04\x00\x00\x00\x00\x0a\x00\x00\x01\x00\x01\x03abcd", id="pdv-longer-than-its-pdu"),
+        pytest.param(lambda cx: b"\x09\x00\x00\x00\x00\x04\x00\x00\x00\x00", id="unknown-pdu-type"),
+        pytest.param(lambda cx: b"\x01\x00\x00\x00\x00\x04\x00\x00\x00\x00", id="a-associate-rq-again"),
+    ],
+)
+def test_off_path_traffic_is_aborted_and_the_server_goes_on(
+    start_server: Callable[..., Pergamon], pdu: Callable[[int], bytes]
+) -> None:
+    app = start_server()
+    assoc = associate(app)
+    context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+    _raw_after_command(assoc, pdu(context_id))
+    wait_ended(assoc)
+    assert assoc.is_aborted
+    again = associate(app)
+    good = samples.make_instance(CTImageStorage, seed=6)
+    assert again.send_c_store(good).Status == 0x0000
+    again.release()
+    assert set(index_instances(app.settings)) == {str(good.SOPInstanceUID)}
+    assert_no_temp_leftovers(app.settings)
+
+
+def test_release_in_the_middle_of_a_data_set_aborts_and_keeps_nothing(start_server: Callable[..., Pergamon]) -> None:
+    app = start_server()
+    assoc = associate(app)
+    context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+    ds = samples.make_instance(CTImageStorage, rows=256, cols=256, pixels=np.ones((1, 256, 256), np.uint16), seed=8)
+    command = _command(
+        {
+            0x0002: _ui(str(ds.SOPClassUID)),
+            0x0100: struct.pack("<H", 0x0001),
+            0x0110: struct.pack("<H", 1),
+            0x0700: struct.pack("<H", 0),
+            0x0800: struct.pack("<H", 0x0000),
+            0x1000: _ui(str(ds.SOPInstanceUID)),
+        }
+    )
+    body = encode(ds, False, True)
+    _raw_after_command(assoc, pdata_tf(context_id, 0x03, command) + pdata_tf(context_id, 0x00, body[:1000]))
+    wait_for(lambda: list((app.settings.server.data_dir / "tmp").iterdir()), 10, "the data set to start arriving")
+    _raw_after_command(assoc, b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-RELEASE-RQ
+    wait_ended(assoc)
+    assert assoc.is_aborted
+    assert index_instances(app.settings) == {}
+    assert_no_temp_leftovers(app.settings)
+
+
+def test_silence_beyond_the_network_timeout_aborts(start_server: Callable[..., Pergamon]) -> None:
+    app = start_server(network_timeout=1.0)
+    assoc = associate(app)
+    assert assoc.send_c_echo().Status == 0x0000
+    started = time.monotonic()
+    wait_ended(assoc)
+    assert assoc.is_aborted
+    assert 0.9 < time.monotonic() - started < 10
+
+
+def test_stop_aborts_a_storage_association_left_open(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path / "data", database_url)
+    app = Pergamon(settings)
+    app.start()
+    try:
+        assoc = associate(app)
+        assert assoc.send_c_echo().Status == 0x0000
+        started = time.monotonic()
+        app.dicom.stop(0.5)  # type: ignore[union-attr]
+        assert time.monotonic() - started < 5
+        wait_ended(assoc)
+        assert assoc.is_aborted
+    finally:
+        app.stop()
+
+
+def test_command_set_encoding_round_trips_through_pydicom() -> None:
+    command = _command(
+        {
+            0x0002: _ui("1.2.840.10008.5.1.4.1.1.2"),
+            0x0100: struct.pack("<H", 0x8001),
+            0x0120: struct.pack("<H", 7),
+            0x0800: struct.pack("<H", 0x0101),
+            0x0900: struct.pack("<H", 0xC000),
+            0x0902: b"bad data set",
+            0x1000: _ui("1.2.3.4.5"),
+        }
+    )
+    ds = decode(BytesIO(command), True, True)
+    assert ds.CommandGroupLength == len(command) - 12
+    assert (ds.AffectedSOPClassUID, ds.CommandField, ds.MessageIDBeingRespondedTo) == (
+        "1.2.840.10008.5.1.4.1.1.2",
+        0x8001,
+        7,
+    )
+    assert (ds.Status, ds.ErrorComment, ds.AffectedSOPInstanceUID) == (0xC000, "bad data set", "1.2.3.4.5")
+    assert direct_store.parse_command(command)[0x0120] == struct.pack("<H", 7)
+    with pytest.raises(direct_store._Abort):
+        direct_store.parse_command(command[:-3])
