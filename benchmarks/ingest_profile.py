@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 NOFAST = (
@@ -141,11 +142,12 @@ class Receiver:
         return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the receiver process used so far."""
+        """User + system CPU time the receiver process and its descendants (store workers) used so far."""
+        from peers import tree_cpu
+
         proc = self.orthanc.proc if self.orthanc is not None else self.proc
         assert proc is not None
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return tree_cpu(proc.pid)
 
     def stop(self) -> None:
         if self.orthanc is not None:

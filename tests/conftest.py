@@ -115,7 +115,14 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
     return dataclasses.replace(
         base,
         server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
-        dicom=dataclasses.replace(DicomSettings(), port=free_port(), host="127.0.0.1", remote=remotes, **dicom),
+        dicom=dataclasses.replace(
+            # One store worker (production: one per core) runs the worker path at half the start-up cost.
+            DicomSettings(),
+            port=free_port(),
+            host="127.0.0.1",
+            remote=remotes,
+            **{"store_workers": 1, **dicom},
+        ),
         http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
         hl7=dataclasses.replace(base.hl7, port=free_port(), host="127.0.0.1"),
         audit=dataclasses.replace(base.audit, repositories=f"udp://127.0.0.1:{audit_port}"),
@@ -163,7 +170,7 @@ def toml_config(settings: Settings) -> str:
         f'[server]\ndata_dir = "{settings.server.data_dir}"\nshutdown_timeout = {settings.server.shutdown_timeout}\n'
         f'[database]\nurl = "{settings.database.url}"\n'
         f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
-        f'duplicate_policy = "{settings.dicom.duplicate_policy}"\n'
+        f'duplicate_policy = "{settings.dicom.duplicate_policy}"\nstore_workers = {settings.dicom.store_workers}\n'
         f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n'
         f'[hl7]\nhost = "127.0.0.1"\nport = {settings.hl7.port}\n'
         f'[audit]\nrepositories = "{settings.audit.repositories}"\n'

@@ -86,6 +86,11 @@ class DicomSettings:
         "fallback should a sender misbehave with it.",
         default=True,
     )
+    store_workers: int = _doc(
+        "Processes receiving storage associations beside the main one (with `direct_store`; plain "
+        "TCP only): parallel senders then use several cores. 0 = none, -1 = one per CPU core.",
+        default=-1,
+    )
     network_timeout: float = _doc("Seconds of network silence before an association is aborted.", default=60.0)
     acse_timeout: float = _doc("Seconds to wait for association negotiation messages.", default=30.0)
     dimse_timeout: float = _doc("Seconds to wait for a DIMSE message from a peer.", default=60.0)
@@ -310,6 +315,7 @@ class Settings:
 
 _PORT_KEYS = {"port", "udp_port", "tls_port"}
 _OPTIONAL_PORT_KEYS = {"tls.dicom_port", "tls.http_port", "tls.hl7_port"}
+_AUTO_KEYS = {"dicom.store_workers"}  # -1 means "one per CPU core"
 _POSITIVE_KEYS = {
     "max_associations",
     "pool_size",
@@ -492,6 +498,8 @@ def _check_range(key: str, number: float) -> None:
         raise ConfigError(f"{key}: port must be between 1 and 65535, got {number}")
     if name in _POSITIVE_KEYS and number <= 0:
         raise ConfigError(f"{key}: must be greater than 0, got {number}")
+    if key in _AUTO_KEYS and number == -1:
+        return
     if number < 0:
         raise ConfigError(f"{key}: must not be negative, got {number}")
 

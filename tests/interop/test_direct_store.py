@@ -10,6 +10,8 @@ A-ABORT while the server goes on.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import struct
 import subprocess
 import time
@@ -28,6 +30,7 @@ from pynetdicom import AE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from store_checks import (
+    ChildServer,
     assert_blobs_match_index,
     assert_no_temp_leftovers,
     close_socket,
@@ -42,7 +45,7 @@ from pergamon.runtime import Pergamon
 
 pytestmark = pytest.mark.interop
 
-TAKEN = "received by the direct loop"
+TAKEN = {0: "received by the direct loop", 1: "handed to a store worker"}
 
 
 @pytest.fixture
@@ -65,7 +68,8 @@ def _sqlite(tmp_path: Path, name: str) -> str:
     return f"sqlite:///{tmp_path / name / 'index.db'}"
 
 
-def associate(app: Pergamon, *extra: str) -> Any:
+def associate(app: Any, *extra: str) -> Any:
+    """An association from a pynetdicom SCU proposing CT storage, Verification and `extra` (app or child server)."""
     ae = AE(ae_title="DIRECT")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     ae.add_requested_context(Verification)
@@ -87,11 +91,14 @@ def wait_ended(assoc: Any) -> None:
     close_socket(assoc)
 
 
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "store-worker"])
 def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
-    start_server: Callable[..., Pergamon], caplog: pytest.LogCaptureFixture
+    start_server: Callable[..., Pergamon], caplog: pytest.LogCaptureFixture, workers: int
 ) -> None:
-    app = start_server()
+    app = start_server(store_workers=workers)
     caplog.set_level(logging.DEBUG, logger=direct_store.__name__)
+    if workers:
+        wait_for(lambda: app.dicom.workers.pids(), 60, "the store worker to start")  # type: ignore[union-attr]
 
     assoc = associate(app)
     assert assoc.send_c_echo().Status == 0x0000
@@ -99,7 +106,7 @@ def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
     assert assoc.send_c_store(first).Status == 0x0000
     assoc.release()
     assert assoc.is_released
-    assert caplog.text.count(TAKEN) == 1
+    assert caplog.text.count(TAKEN[workers]) == 1
 
     caplog.clear()
     mixed = associate(app, StudyRootQueryRetrieveInformationModelFind)
@@ -111,7 +118,7 @@ def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
     answers = [status.Status for status, _ in mixed.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
     assert answers == [0xFF00, 0x0000]
     mixed.release()
-    assert TAKEN not in caplog.text  # a query context keeps the association with pynetdicom
+    assert not any(text in caplog.text for text in TAKEN.values())  # a query context keeps pynetdicom
 
     assert set(index_instances(app.settings)) == {str(first.SOPInstanceUID), str(second.SOPInstanceUID)}
 
@@ -290,3 +297,63 @@ def test_command_set_encoding_round_trips_through_pydicom() -> None:
     assert direct_store.parse_command(command)[0x0120] == struct.pack("<H", 7)
     with pytest.raises(direct_store._Abort):
         direct_store.parse_command(command[:-3])
+
+
+# -- store workers ---------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; whoever adopted it may not have reaped it yet
+
+
+def test_a_dead_worker_aborts_its_associations_and_is_replaced(start_server: Callable[..., Pergamon]) -> None:
+    app = start_server(store_workers=1)
+    workers = app.dicom.workers  # type: ignore[union-attr]
+    assert workers is not None
+    [first] = workers.pids()
+    assoc = associate(app)
+    assert assoc.send_c_echo().Status == 0x0000
+    os.kill(first, signal.SIGKILL)
+    wait_ended(assoc)
+    assert assoc.is_aborted
+
+    again = associate(app)  # received in the main process until the replacement runs
+    stored = samples.make_instance(CTImageStorage, seed=11)
+    assert again.send_c_store(stored).Status == 0x0000
+    again.release()
+    wait_for(lambda: workers.pids() and workers.pids() != [first], 30, "a replacement worker")
+    last = associate(app)
+    other = samples.make_instance(CTImageStorage, seed=12)
+    assert last.send_c_store(other).Status == 0x0000
+    last.release()
+    assert set(index_instances(app.settings)) == {str(stored.SOPInstanceUID), str(other.SOPInstanceUID)}
+    assert_no_temp_leftovers(app.settings)
+
+
+def test_workers_end_with_the_main_process(tmp_path: Path, database_url: str) -> None:
+    server = ChildServer(make_settings(tmp_path / "data", database_url, store_workers=2), tmp_path)
+    server.start()
+    try:
+        assert server.proc is not None
+        wait_for(lambda: len(_children(server.proc.pid)) == 2, 60, "two store workers")  # type: ignore[union-attr]
+        workers = _children(server.proc.pid)
+        assoc = associate(server)
+        good = samples.make_instance(CTImageStorage, seed=13)
+        assert assoc.send_c_store(good).Status == 0x0000
+        assoc.release()
+        server.proc.kill()
+        server.proc.wait(10)
+        wait_for(lambda: not any(_running(pid) for pid in workers), 10, "the store workers to end")
+    finally:
+        server.kill()

@@ -46,6 +46,16 @@ class Archive:
         archive._reset_temp_dir()
         return archive
 
+    @classmethod
+    def attach(cls, settings: Settings) -> Archive:
+        """The archive another process opened and migrated (a store worker): own connections, same folders.
+
+        Neither migrates nor empties the temporary folder, which holds that process's transfers.
+        """
+        db = Database(settings.database_url, pool_size=settings.database.pool_size)
+        blobs = FilesystemBlobStore(settings.blob_path, fsync=settings.storage.fsync)
+        return cls(settings, db, blobs)
+
     def _reset_temp_dir(self) -> None:
         """Remove what an interrupted transfer left in the temporary folder (never acknowledged)."""
         if self.temp_dir.exists():

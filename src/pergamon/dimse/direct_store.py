@@ -50,7 +50,8 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from pergamon.dimse import fastpath, store
+from pergamon.archive.origin import Origin
+from pergamon.dimse import fastpath, store, store_workers
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -85,19 +86,29 @@ NO_DATA_SET = 0x0101
 MAX_COMMAND_BYTES = 64 * 1024  # a command set is a few hundred bytes; this only bounds a hostile peer
 CHUNK = 1024 * 1024  # largest piece copied from the socket to the file at once
 
+RELEASED = "released"
+ABORTED = "aborted"
+
 _archives: weakref.WeakKeyDictionary[AE, Archive] = weakref.WeakKeyDictionary()
+_workers: weakref.WeakKeyDictionary[AE, store_workers.StoreWorkers] = weakref.WeakKeyDictionary()
 _installed = False
 
 
-def enable(ae: AE, archive: Archive) -> None:
-    """Receive the storage-only associations accepted by `ae` with this loop, into `archive`."""
+def enable(ae: AE, archive: Archive, workers: store_workers.StoreWorkers | None = None) -> None:
+    """Receive the storage-only associations accepted by `ae` with this loop, into `archive`.
+
+    With `workers`, plain-TCP associations run in its processes.
+    """
     _install()
     _archives[ae] = archive
+    if workers is not None:
+        _workers[ae] = workers
 
 
 def disable(ae: AE) -> None:
     """Leave `ae`'s associations to pynetdicom again (tests, A/B measurements)."""
     _archives.pop(ae, None)
+    _workers.pop(ae, None)
 
 
 def _install() -> None:
@@ -137,9 +148,88 @@ def _take_over(provider: Any) -> bool:
     sock = getattr(transport, "socket", None)
     if sock is None:
         return False
-    log.debug("DICOM %s: storage-only association, received by the direct loop", assoc.requestor.ae_title)
-    _Receiver(provider, sock, archive).run()
+    described = describe(assoc)
+    workers = _workers.get(assoc.ae)
+    outcome = None
+    if workers is not None and not isinstance(sock, ssl.SSLSocket):  # TLS state cannot change process
+        log.debug("DICOM %s: storage-only association, handed to a store worker", described.calling_ae)
+        try:
+            outcome = workers.serve(sock, described, LocalAbort(provider))
+        except store_workers.WorkerUnavailable as exc:
+            log.info("DICOM %s: no store worker (%s); receiving in the main process", described.calling_ae, exc)
+    if outcome is None:
+        log.debug("DICOM %s: storage-only association, received by the direct loop", described.calling_ae)
+        outcome = Session(sock, described, archive, LocalAbort(provider)).run()
+    _finish(provider, outcome)
     return True
+
+
+def describe(assoc: Association) -> StorageAssociation:
+    """What the receive loop needs to know of a negotiated association (picklable, for workers)."""
+    requestor = assoc.requestor
+    return StorageAssociation(
+        contexts={int(cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts},  # type: ignore[arg-type]
+        calling_ae=requestor.ae_title,
+        called_ae=assoc.acceptor.ae_title,
+        peer=f"{requestor.address}:{requestor.port}",
+        network_timeout=assoc.network_timeout,
+    )
+
+
+@dataclass(frozen=True)
+class StorageAssociation:
+    """A negotiated storage-only association: accepted contexts (id -> transfer syntax) and peers."""
+
+    contexts: dict[int, str]
+    calling_ae: str
+    called_ae: str
+    peer: str
+    network_timeout: float | None
+
+    def origin(self) -> Origin:
+        return Origin.from_dimse(calling_ae=self.calling_ae, called_ae=self.called_ae, peer=self.peer)
+
+
+class LocalAbort:
+    """How a session learns that this side wants to abort: pynetdicom's A-ABORT primitive on the DUL queue.
+
+    `fd` becomes readable when something was queued (`fastpath`'s wake-up pipe); `requested()`
+    drains the queue and says whether an abort was among it. `activity()` keeps pynetdicom's
+    idle timer (checked by the Association thread) from firing while the session is busy.
+    """
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self.fd = fastpath.waker_fd(provider)
+
+    def requested(self) -> bool:
+        fastpath.drain_waker(self.provider)
+        wanted = False
+        queue = self.provider.to_provider_queue
+        while not queue.empty():
+            primitive = queue.get_nowait()
+            wanted = wanted or isinstance(primitive, A_ABORT | A_P_ABORT)
+        return wanted
+
+    def activity(self) -> None:
+        self.provider._idle_timer.restart()
+
+
+def _finish(provider: Any, outcome: str) -> None:
+    """Leave pynetdicom's objects as after its own release or abort (the session closed the socket)."""
+    assoc = provider.assoc
+    provider.socket.socket = None
+    provider.socket._is_connected = False
+    provider.state_machine.transition("Sta1")
+    provider._kill_thread = True
+    assoc.is_established = False
+    if outcome == RELEASED:
+        assoc.is_released = True
+        evt.trigger(assoc, evt.EVT_RELEASED, {})
+    else:
+        assoc.is_aborted = True
+        evt.trigger(assoc, evt.EVT_ABORTED, {})
+    evt.trigger(assoc, evt.EVT_CONN_CLOSE, {"address": (assoc.requestor.address, assoc.requestor.port)})
 
 
 class _Abort(Exception):
@@ -166,48 +256,50 @@ class _Incoming:
     path: Path
 
 
-class _Receiver:
-    """One storage association, from just after A-ASSOCIATE-AC to its end."""
+class Session:
+    """One storage association, from just after A-ASSOCIATE-AC to its end (in this process or a worker)."""
 
-    def __init__(self, provider: Any, sock: socket.socket, archive: Archive) -> None:
-        self.provider = provider
-        self.assoc: Association = provider.assoc
+    def __init__(self, sock: socket.socket, described: StorageAssociation, archive: Archive, local: Any) -> None:
         self.sock = sock
         self.archive = archive
-        self.contexts = {cx.context_id: cx for cx in self.assoc.accepted_contexts}
-        self.origin = store.origin_of_association(self.assoc)
-        self.timeout = self.assoc.network_timeout
+        self.contexts = described.contexts
+        self.origin = described.origin()
+        self.timeout = described.network_timeout
+        self.local = local  # `LocalAbort` or the worker's equivalent: fd, requested(), activity()
         self.command = bytearray()
         self.command_context = 0
         self.incoming: _Incoming | None = None
         self.buffer = bytearray(CHUNK)
-        self.waker_fd = fastpath.waker_fd(provider)
+        # One recv per piece instead of one per TCP segment batch: fewer GIL hand-overs (TLS has no flags).
+        self.recv_flags = 0 if isinstance(sock, ssl.SSLSocket) else socket.MSG_WAITALL
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        outcome = "released"
+    def run(self) -> str:
+        """Serve until release or abort; the outcome (`RELEASED` or `ABORTED`). The socket is closed after."""
+        outcome = RELEASED
         try:
             self.sock.settimeout(self.timeout)
             while self._next_pdu():
-                self.provider._idle_timer.restart()
+                self.local.activity()
         except _Abort as exc:
             log.warning("DICOM %s: aborting the association: %s", self.origin.calling_ae, exc)
             self._send_quietly(_a_abort(exc.reason))
-            outcome = "aborted"
+            outcome = ABORTED
         except _PeerGone as exc:
             log.info("DICOM %s: association ended by the peer (%s)", self.origin.calling_ae, exc)
-            outcome = "aborted"
+            outcome = ABORTED
         except TimeoutError:
             log.warning("DICOM %s: network timeout (%.0f s), aborting", self.origin.calling_ae, self.timeout)
             self._send_quietly(_a_abort(ABORT_NONE))
-            outcome = "aborted"
+            outcome = ABORTED
         except OSError as exc:
             log.info("DICOM %s: connection lost: %s", self.origin.calling_ae, exc)
-            outcome = "aborted"
+            outcome = ABORTED
         finally:
             self._discard_incoming()
-            self._finish(outcome)
+            self._close()
+        return outcome
 
     def _next_pdu(self) -> bool:
         """Handle one PDU; False once the association was released or locally aborted."""
@@ -234,25 +326,15 @@ class _Receiver:
         while True:
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return True
-            watched: list[Any] = [self.sock] if self.waker_fd is None else [self.sock, self.waker_fd]
+            watched: list[Any] = [self.sock] if self.local.fd is None else [self.sock, self.local.fd]
             ready, _, _ = select.select(watched, [], [], self.timeout)
             if not ready:
                 raise TimeoutError
-            if self._local_abort_requested():
+            if self.local.fd in ready and self.local.requested():
                 self._send_quietly(_a_abort(ABORT_NONE))
                 return False
             if self.sock in ready:
                 return True
-
-    def _local_abort_requested(self) -> bool:
-        """Drain the DUL's outgoing queue; True when it holds an A-ABORT (graceful stop, timeouts)."""
-        fastpath.drain_waker(self.provider)
-        wanted = False
-        queue = self.provider.to_provider_queue
-        while not queue.empty():
-            primitive = queue.get_nowait()
-            wanted = wanted or isinstance(primitive, A_ABORT | A_P_ABORT)
-        return wanted
 
     # -- PDUs and PDVs -------------------------------------------------------------------------
 
@@ -303,7 +385,7 @@ class _Receiver:
             raise _Abort(ABORT_UNEXPECTED_PDU, "a data set fragment that no C-STORE command announced")
         view = memoryview(self.buffer)
         while size:
-            count = self.sock.recv_into(view, min(size, CHUNK))
+            count = self.sock.recv_into(view, min(size, CHUNK), self.recv_flags)
             if not count:
                 raise _PeerGone("connection closed in the middle of a data set")
             _write_all(incoming.fd, view[:count])
@@ -332,7 +414,7 @@ class _Receiver:
         sop_instance = _ui(command, 0x1000)
         if not sop_class or not sop_instance:
             raise _Abort(ABORT_INVALID_PARAMETER, "C-STORE-RQ without Affected SOP Class or Instance UID")
-        transfer_syntax = self.contexts[context_id].transfer_syntax[0]
+        transfer_syntax = self.contexts[context_id]
         fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.archive.temp_dir)
         self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, fd, Path(name))
         _write_all(fd, _file_header(sop_class, sop_instance, transfer_syntax))
@@ -394,25 +476,11 @@ class _Receiver:
             incoming.path.unlink()
         log.info("discarded unfinished C-STORE of %s from %s", incoming.sop_instance, self.origin.calling_ae)
 
-    def _finish(self, outcome: str) -> None:
-        """Close the connection and leave pynetdicom's objects as after its own release/abort."""
-        provider, assoc = self.provider, self.assoc
+    def _close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
-        provider.socket.socket = None
-        provider.socket._is_connected = False
-        provider.state_machine.transition("Sta1")
-        provider._kill_thread = True
-        assoc.is_established = False
-        if outcome == "released":
-            assoc.is_released = True
-            evt.trigger(assoc, evt.EVT_RELEASED, {})
-        else:
-            assoc.is_aborted = True
-            evt.trigger(assoc, evt.EVT_ABORTED, {})
-        evt.trigger(assoc, evt.EVT_CONN_CLOSE, {"address": (assoc.requestor.address, assoc.requestor.port)})
 
     # -- socket helpers ------------------------------------------------------------------------
 
@@ -421,7 +489,7 @@ class _Receiver:
         view = memoryview(data)
         read = 0
         while read < size:
-            count = self.sock.recv_into(view[read:], size - read)
+            count = self.sock.recv_into(view[read:], size - read, self.recv_flags)
             if not count:
                 raise _PeerGone("connection closed")
             read += count

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import tempfile
@@ -41,7 +42,19 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pergamon.archive.events import NodeAuthenticationFailed
 from pergamon.archive.service import Archive
-from pergamon.dimse import commitment, direct_store, echo, fastpath, find, get, move, mpps, network, store
+from pergamon.dimse import (
+    commitment,
+    direct_store,
+    echo,
+    fastpath,
+    find,
+    get,
+    move,
+    mpps,
+    network,
+    store,
+    store_workers,
+)
 from pergamon.security import tls
 
 log = logging.getLogger(__name__)
@@ -203,14 +216,23 @@ class DicomServer:
         self.archive = archive
         configure_pynetdicom(archive)
         self.ae = build_ae(archive)
-        if archive.settings.dicom.direct_store:
-            direct_store.enable(self.ae, archive)
+        self.workers: store_workers.StoreWorkers | None = None
+        settings = archive.settings.dicom
+        if settings.direct_store:
+            count = (os.cpu_count() or 1) if settings.store_workers < 0 else settings.store_workers
+            if count:
+                self.workers = store_workers.StoreWorkers(archive.settings, archive.bus, count)
+            direct_store.enable(self.ae, archive, self.workers)
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: TlsAssociationServer | None = None
 
     def start(self) -> None:
-        """Start listening (returns at once; associations run on their own threads)."""
+        """Start the store workers, then listen (associations run on their own threads)."""
         settings = self.archive.settings.dicom
+        if self.workers is not None:
+            self.workers.start()
+            if not self.workers.wait_started():
+                log.warning("not every store worker started; storage associations may run in the main process")
         try:
             self.server = self.ae.start_server(
                 (settings.host, settings.port),
@@ -261,6 +283,8 @@ class DicomServer:
         """Stop accepting, give running associations `timeout` seconds to finish, then abort the rest."""
         servers = [s for s in (self.server, self.tls_server) if s is not None]
         if not servers:
+            if self.workers is not None:
+                self.workers.stop()
             return
         for server in servers:
             # socketserver's shutdown ends the accept loop; closing the socket refuses new connections.
@@ -283,3 +307,5 @@ class DicomServer:
                 self.ae._servers.remove(server)
         self.server = None
         self.tls_server = None
+        if self.workers is not None:
+            self.workers.stop()
