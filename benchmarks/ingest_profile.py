@@ -119,7 +119,7 @@ class Receiver:
                 cmd = [
                     str(ROOT / ".venv/bin/py-spy"),
                     "record",
-                    "--idle",
+                    "--subprocesses",
                     "-f",
                     "raw",
                     "-o",

@@ -103,3 +103,33 @@ def test_split_levels_equals_the_reference_on_empty_and_multivalued_text() -> No
     new, old = split_levels(ds), reference_split_levels(ds)
     assert (new.patient, new.study, new.series, new.instance) == (old.patient, old.study, old.series, old.instance)
     assert new.instance.attrs["00080008"] == {"vr": "CS", "Value": ["ORIGINAL", "", "AXIAL"]}
+
+
+@pytest.mark.parametrize("little_endian", [True, False], ids=["little-endian", "big-endian"])
+def test_numbers_read_from_their_bytes_equal_pydicom(tmp_path: Path, little_endian: bool) -> None:
+    """DS, IS and binary numbers take `_numeric_json`'s short cut; empty, multi-valued and odd ones too."""
+    from pydicom.dataelem import DataElement
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", seed=3)
+    ds.SliceThickness = " 1.25 "  # DS, padded
+    ds.ImagePositionPatient = ["-125.5", "1e2", "0"]
+    ds.ImageOrientationPatient = []  # empty DS
+    ds.InstanceNumber = "  42"  # IS, indexed: stays with pydicom
+    ds.add(DataElement(0x00200105, "IS", ["3", "-7"]))  # Number of Temporal Positions... multi-valued IS
+    ds.add(DataElement(0x00281050, "DS", ["40", "400.0"]))  # Window Center
+    ds.add(DataElement(0x00181310, "US", [0, 512, 512, 0]))  # Acquisition Matrix
+    ds.add(DataElement(0x00189306, "FD", [0.5]))  # Single Collimation Width
+    ds.add(DataElement(0x00189345, "FD", [-1.5e-3, 2.0]))
+    ds.add(DataElement(0x00280106, "SS", -2000))  # Smallest Image Pixel Value
+    ds.add(DataElement(0x00189328, "FL", [1.5]))
+    ds.add(DataElement(0x00181151, "IS", ""))  # X-Ray Tube Current, empty
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    path = tmp_path / "numbers.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    new = split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+    old = reference_split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+    assert (new.patient, new.study, new.series, new.instance) == (old.patient, old.study, old.series, old.instance)
+    assert new.instance.attrs["00181310"] == {"vr": "US", "Value": [0, 512, 512, 0]}
+    assert new.instance.attrs["00200032"] == {"vr": "DS", "Value": [-125.5, 100.0, 0.0]}
+    assert new.instance.attrs["00200037"] == {"vr": "DS"}
