@@ -8,7 +8,8 @@ shared machine hits them alike. Pergamon runs as `pergamon serve` with fsync on 
 
 Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [--rounds 2]
        [--targets pergamon-sqlite,pergamon-postgresql,orthanc,storescp]
-A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches);
+A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches),
+one ending in `-inproc` without store worker processes;
 `pergamon-sqlite-base` / `pergamon-postgresql-base` run the sources in $BENCH_BASE_SRC (e.g. a `git archive`
 of the previous commit's src/) for a before/after comparison.
 """
@@ -106,6 +107,8 @@ class Receiver:
                 "PERGAMON_SERVER_DATA_DIR": str(self.work / "data"),
                 "PERGAMON_SERVER_LOG_LEVEL": "WARNING",
             }
+            if self.target.endswith("-inproc"):  # A/B: no store worker processes
+                env["PERGAMON_DICOM_STORE_WORKERS"] = "0"
             if self.target.startswith("pergamon-postgresql"):
                 env["PERGAMON_DATABASE_URL"] = self._pg_schema()
             cmd = [str(ROOT / ".venv/bin/pergamon"), "serve"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 from pergamon.archive import ingest
 from pergamon.archive.events import EventBus
@@ -23,6 +24,15 @@ from pergamon.storage.filesystem import FilesystemBlobStore
 log = logging.getLogger(__name__)
 
 
+class StoreDelegate(Protocol):
+    """Another process that stores files for this archive (`dimse.store_workers`): same arguments as
+    `Archive.store_file`; None when it cannot take this one (then the calling process stores it)."""
+
+    def __call__(
+        self, path: Path, origin: Origin, expected_sop_class: str | None, expected_sop_instance: str | None, move: bool
+    ) -> ingest.StoreResult | None: ...
+
+
 class Archive:
     """Entry point of the core: `store_file`, queries (`archive.search`), retrieval (`archive.retrieve`)."""
 
@@ -33,6 +43,7 @@ class Archive:
         self.bus = bus or EventBus()
         self.temp_dir = settings.server.data_dir / "tmp"
         self.jobs = JobQueue(db, settings.jobs)
+        self.store_delegate: StoreDelegate | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Archive:
@@ -74,7 +85,11 @@ class Archive:
         expected_sop_instance: str | None = None,
         move: bool = False,
     ) -> ingest.StoreResult:
-        """Store one Part-10 file durably; see `ingest.store_file`."""
+        """Store one Part-10 file durably; see `ingest.store_file`. Runs in a store worker when there is one."""
+        if self.store_delegate is not None:
+            result = self.store_delegate(path, origin, expected_sop_class, expected_sop_instance, move)
+            if result is not None:
+                return result
         return ingest.store_file(
             self,
             path,

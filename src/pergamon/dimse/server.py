@@ -222,6 +222,7 @@ class DicomServer:
             count = (os.cpu_count() or 1) if settings.store_workers < 0 else settings.store_workers
             if count:
                 self.workers = store_workers.StoreWorkers(archive.settings, archive.bus, count)
+                archive.store_delegate = self.workers.store_file
             direct_store.enable(self.ae, archive, self.workers)
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: TlsAssociationServer | None = None

@@ -16,8 +16,13 @@ flight is then never acknowledged, and whatever it committed stays committed. A 
 is replaced (at most every RESTART_DELAY seconds); the associations it held end as aborted.
 
 The channel carries pickled tuples, one per SEQPACKET message (both ends are this module):
-main -> worker: ("settings", Settings), ("serve", id, StorageAssociation) + the socket, ("abort", id), ("stop",);
-worker -> main: ("ready",), ("event", event), ("ended", id, outcome).
+main -> worker: ("settings", Settings), ("serve", id, StorageAssociation) + the socket, ("abort", id),
+("store", id, path, origin, sop class, sop instance, move), ("stop",);
+worker -> main: ("ready",), ("event", event), ("ended", id, outcome), ("stored", id, result or error).
+
+The pool is also the archive's `store_delegate`: every `Archive.store_file` of the main process
+(STOW-RS, TLS and mixed DIMSE associations, imports of a running server) runs in a worker, so
+concurrent stores of any door use several cores.
 """
 
 from __future__ import annotations
@@ -33,12 +38,17 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pergamon.archive import errors
+from pergamon.archive.origin import Origin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pergamon.archive.events import EventBus
+    from pergamon.archive.ingest import StoreResult
     from pergamon.config import Settings
     from pergamon.dimse.direct_store import StorageAssociation
 
@@ -55,13 +65,13 @@ class WorkerUnavailable(Exception):
 
 
 class _Pending:
-    """An association served by a worker, waited for by the thread that negotiated it."""
+    """An association (or a single store) given to a worker, waited for by the thread that handed it over."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.outcome = "aborted"
+        self.outcome: Any = "aborted"  # an association's end; a store's result or exception
 
-    def finish(self, outcome: str) -> None:
+    def finish(self, outcome: Any) -> None:
         self.outcome = outcome
         self.done.set()
 
@@ -106,7 +116,7 @@ class _Worker:
                 message = pickle.loads(data)
                 if message[0] == "event":
                     self.bus.emit(message[1])
-                elif message[0] == "ended":
+                elif message[0] in ("ended", "stored"):
                     pending = self.sessions.pop(message[1], None)
                     if pending is not None:
                         pending.finish(message[2])
@@ -124,7 +134,7 @@ class _Worker:
             log.error("store worker %d (pid %d) ended (exit %s)", self.number, self.proc.pid, self.proc.returncode)
             self.on_death()
         for pending in list(self.sessions.values()):
-            pending.finish("aborted")
+            pending.finish("aborted")  # a store waiting here turns this into an error (`store_file`)
         self.sessions.clear()
 
 
@@ -225,6 +235,34 @@ class StoreWorkers:
         timer = threading.Timer(RESTART_DELAY, self._fill_soon)
         timer.daemon = True
         timer.start()
+
+    def store_file(
+        self, path: Path, origin: Origin, expected_sop_class: str | None, expected_sop_instance: str | None, move: bool
+    ) -> StoreResult | None:
+        """`Archive.store_delegate`: the store done by a worker; None when none runs (store here then).
+
+        Raises what the core raised in the worker, or `errors.Unavailable` when the worker ended
+        during the store (whether it was kept is then unknown; it was not acknowledged).
+        """
+        try:
+            worker = self._pick()
+        except WorkerUnavailable:
+            return None
+        rid = next(self._ids)
+        pending = _Pending()
+        worker.sessions[rid] = pending
+        try:
+            worker.send(("store", rid, str(path), origin, expected_sop_class, expected_sop_instance, move))
+        except OSError:
+            worker.sessions.pop(rid, None)
+            return None
+        pending.done.wait()
+        outcome = pending.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome == "aborted":
+            raise errors.Unavailable("the store worker ended during the store; send the object again")
+        return outcome  # type: ignore[no-any-return]
 
     def _pick(self) -> _Worker:
         with self._lock:
@@ -371,6 +409,21 @@ def worker_main(channel_fd: int) -> None:
             with contextlib.suppress(OSError):
                 send(("ended", sid, outcome))
 
+    def store(rid: int, path: str, origin: Origin, sop_class: str | None, sop_instance: str | None, move: bool) -> None:
+        try:
+            reply: Any = archive.store_file(
+                Path(path), origin, expected_sop_class=sop_class, expected_sop_instance=sop_instance, move=move
+            )
+        except errors.PergamonError as exc:
+            reply = exc
+        except Exception as exc:
+            log.exception("store worker: storing %s failed", path)
+            reply = errors.PergamonError(f"internal error: {type(exc).__name__}")
+        try:
+            send(("stored", rid, reply))
+        except (OSError, pickle.PicklingError, TypeError):
+            send(("stored", rid, errors.PergamonError(str(reply))))
+
     send(("ready",))
     while True:
         data, fds, _flags, _address = socket.recv_fds(channel, MESSAGE_BYTES, 1)
@@ -381,6 +434,10 @@ def worker_main(channel_fd: int) -> None:
             sid, described = message[1], message[2]
             local = sessions[sid] = _WorkerAbort()
             thread = threading.Thread(target=run, args=(sid, fds[0], described, local), daemon=True)
+            threads = [t for t in threads if t.is_alive()] + [thread]
+            thread.start()
+        elif message[0] == "store":
+            thread = threading.Thread(target=store, args=message[1:], daemon=True)
             threads = [t for t in threads if t.is_alive()] + [thread]
             thread.start()
         elif message[0] == "abort":
