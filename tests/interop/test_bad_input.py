@@ -60,7 +60,7 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Pe
     apps: list[Pergamon] = []
 
     def start(remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Pergamon:
-        app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=remotes, **dicom))
+        app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=remotes, **{"store_workers": 1, **dicom}))
         app.start()
         apps.append(app)
         return app
@@ -249,7 +249,7 @@ def _c_store_stream(context_id: int, ds: Dataset, pdu_size: int = 16384) -> tupl
     ids=["mid-data-set-pdu-reset", "after-command-close"],
 )
 def test_dropped_connection_mid_store_leaves_nothing(tmp_path: Path, database_url: str, cut: str, reset: bool) -> None:
-    server = ChildServer(make_settings(tmp_path / "data", database_url), tmp_path)
+    server = ChildServer(make_settings(tmp_path / "data", database_url, store_workers=1), tmp_path)
     server.start()
     settings = server.settings
     try:
@@ -386,4 +386,3 @@ def test_unknown_calling_ae_is_accepted_by_default(start_server: Callable[..., P
     assert app.settings.dicom.accept_unknown_callers
     result = echoscu(app.settings, "-aet", "STRANGER", "-aec", app.settings.dicom.ae_title)
     assert result.returncode == 0, result.stderr
-

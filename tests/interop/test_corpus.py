@@ -219,7 +219,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
             path.unlink()
         changed = {i: s for i, s in by_id.items() if wire.get(s.sop_instance_uid) != dataset_bytes(s.path)}
 
-        app = Pergamon(make_settings(root / "data", url, remotes=(dest,)))
+        app = Pergamon(make_settings(root / "data", url, remotes=(dest,), store_workers=1))
         app.start()
         try:
             results = storescu(built, app.settings.dicom.port, root / "storescu")

@@ -49,7 +49,7 @@ def chunked_send(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def child_server(tmp_path: Path, database_url: str) -> Iterator[ChildServer]:
-    settings = make_settings(tmp_path / "data", database_url)
+    settings = make_settings(tmp_path / "data", database_url, store_workers=2)
     server = ChildServer(settings, tmp_path)
     yield server
     server.kill()

@@ -45,7 +45,7 @@ def peak_rss(pid: int) -> int:
 
 @pytest.fixture
 def child_server(tmp_path: Path, database_url: str) -> Iterator[ChildServer]:
-    server = ChildServer(make_settings(tmp_path / "data", database_url), tmp_path)
+    server = ChildServer(make_settings(tmp_path / "data", database_url, store_workers=1), tmp_path)
     yield server
     server.kill()
 

@@ -41,6 +41,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pergamon.archive import wic
+from pergamon.config import Settings
 from pergamon.runtime import Pergamon
 
 pytestmark = pytest.mark.interop
@@ -137,6 +138,12 @@ def c_get(app: Pergamon, study: str, contexts: list[tuple[str, str]]) -> dict[st
 
 
 @pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Every STOW-RS store runs in a store worker, as in production (refusals cross the process boundary)."""
+    return make_settings(tmp_path / "data", database_url, store_workers=1)
+
+
+@pytest.fixture
 def storescp_peer(tmp_path: Path) -> Iterator[StoreSCP]:
     scp = StoreSCP(tmp_path / "peers")
     yield scp
@@ -145,7 +152,7 @@ def storescp_peer(tmp_path: Path) -> Iterator[StoreSCP]:
 
 @pytest.fixture
 def app_with_peer(tmp_path: Path, database_url: str, storescp_peer: StoreSCP) -> Iterator[Pergamon]:
-    app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=(storescp_peer.remote,)))
+    app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=(storescp_peer.remote,), store_workers=1))
     app.start()
     yield app
     app.stop()
