@@ -258,7 +258,9 @@ def test_silence_beyond_the_network_timeout_aborts(start_server: Callable[..., P
     assert 0.9 < time.monotonic() - started < 10
 
 
-def test_stop_aborts_a_storage_association_left_open(tmp_path: Path, database_url: str) -> None:
+def test_stop_aborts_a_storage_association_left_open(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(tmp_path / "data", database_url)
     app = Pergamon(settings)
     app.start()
@@ -270,6 +272,7 @@ def test_stop_aborts_a_storage_association_left_open(tmp_path: Path, database_ur
         assert time.monotonic() - started < 5
         wait_ended(assoc)
         assert assoc.is_aborted
+        assert "(local abort)" in caplog.text  # ended as an abort on this side too, not as a release
     finally:
         app.stop()
 

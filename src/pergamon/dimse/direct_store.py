@@ -270,8 +270,6 @@ class Session:
         self.command_context = 0
         self.incoming: _Incoming | None = None
         self.buffer = bytearray(CHUNK)
-        # One recv per piece instead of one per TCP segment batch: fewer GIL hand-overs (TLS has no flags).
-        self.recv_flags = 0 if isinstance(sock, ssl.SSLSocket) else socket.MSG_WAITALL
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -302,9 +300,8 @@ class Session:
         return outcome
 
     def _next_pdu(self) -> bool:
-        """Handle one PDU; False once the association was released or locally aborted."""
-        if not self._wait_readable():
-            return False
+        """Handle one PDU; False once the association was released."""
+        self._wait_readable()
         pdu_type, length = self._pdu_header()
         if pdu_type == P_DATA_TF:
             self._p_data(length)
@@ -321,20 +318,19 @@ class Session:
             raise _Abort(ABORT_UNEXPECTED_PDU, f"unexpected PDU type 0x{pdu_type:02X} on an established association")
         raise _Abort(ABORT_UNRECOGNIZED_PDU, f"unrecognized PDU type 0x{pdu_type:02X}")
 
-    def _wait_readable(self) -> bool:
-        """Block until the peer sends or a local abort is queued; False on a local abort."""
+    def _wait_readable(self) -> None:
+        """Block until the peer sends; raises `_Abort` when this side asked for an abort meanwhile."""
         while True:
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
-                return True
+                return
             watched: list[Any] = [self.sock] if self.local.fd is None else [self.sock, self.local.fd]
             ready, _, _ = select.select(watched, [], [], self.timeout)
             if not ready:
                 raise TimeoutError
             if self.local.fd in ready and self.local.requested():
-                self._send_quietly(_a_abort(ABORT_NONE))
-                return False
+                raise _Abort(ABORT_NONE, "this side is stopping or timed out (local abort)")
             if self.sock in ready:
-                return True
+                return
 
     # -- PDUs and PDVs -------------------------------------------------------------------------
 
@@ -385,7 +381,7 @@ class Session:
             raise _Abort(ABORT_UNEXPECTED_PDU, "a data set fragment that no C-STORE command announced")
         view = memoryview(self.buffer)
         while size:
-            count = self.sock.recv_into(view, min(size, CHUNK), self.recv_flags)
+            count = self.sock.recv_into(view, min(size, CHUNK))
             if not count:
                 raise _PeerGone("connection closed in the middle of a data set")
             _write_all(incoming.fd, view[:count])
@@ -489,7 +485,7 @@ class Session:
         view = memoryview(data)
         read = 0
         while read < size:
-            count = self.sock.recv_into(view[read:], size - read, self.recv_flags)
+            count = self.sock.recv_into(view[read:], size - read)
             if not count:
                 raise _PeerGone("connection closed")
             read += count
