@@ -92,7 +92,10 @@ def _file(root: Path, relative: str) -> Path | None:
     """The site file at `relative`, or None (not a file, outside the site, or our stamp)."""
     if not relative or relative == STAMP or relative.endswith(".gz"):
         return None
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
+    try:
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
+            return None
+    except OSError:  # e.g. a name longer than the filesystem allows: no such file either
         return None
     return path
