@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -360,3 +361,17 @@ def test_workers_end_with_the_main_process(tmp_path: Path, database_url: str) ->
         wait_for(lambda: not any(_running(pid) for pid in workers), 10, "the store workers to end")
     finally:
         server.kill()
+
+
+def test_without_a_channel_to_workers_storage_stays_in_the_main_process(
+    start_server: Callable[..., Pergamon], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(socket, "SOCK_SEQPACKET")  # as on a system without SEQPACKET Unix sockets
+    app = start_server(store_workers=1)
+    assert app.dicom.workers is not None and app.dicom.workers.pids() == []  # type: ignore[union-attr]
+    assert "no channel to it" in caplog.text
+    assoc = associate(app)
+    good = samples.make_instance(CTImageStorage, seed=14)
+    assert assoc.send_c_store(good).Status == 0x0000
+    assoc.release()
+    assert set(index_instances(app.settings)) == {str(good.SOPInstanceUID)}

@@ -278,7 +278,11 @@ class StoreWorkers:
     def _launch(self) -> _Worker:
         """A new worker process, told the settings; not yet known to be ready."""
         number = next(self._numbers)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except (OSError, AttributeError) as exc:  # no SEQPACKET Unix sockets here (e.g. macOS)
+            log.error("cannot start a store worker: no channel to it (%s)", exc)
+            raise WorkerUnavailable(f"no channel to a store worker: {exc}") from exc
         for end in (ours, theirs):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MESSAGE_BYTES)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MESSAGE_BYTES)
