@@ -26,9 +26,11 @@ import pytest
 import samples
 from conftest import dcmtk_env, make_settings, require_tool
 from pydicom import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import create_file_meta, decode, encode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 from store_checks import (
     ChildServer,
@@ -301,6 +303,28 @@ def test_command_set_encoding_round_trips_through_pydicom() -> None:
     assert direct_store.parse_command(command)[0x0120] == struct.pack("<H", 7)
     with pytest.raises(direct_store._Abort):
         direct_store.parse_command(command[:-3])
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop_instance", "transfer_syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5", "1.2.840.10008.1.2.1"),  # odd UIDs, padded with NUL
+        ("1.2.840.10008.5.1.4.1.1.4", "1.2.826.0.1.3680043.8.498.12", "1.2.840.10008.1.2"),  # even
+        ("1.2.840.10008.5.1.4.1.1.7", "2.25." + "9" * 59, "1.2.840.10008.1.2.4.50"),  # 64 characters
+    ],
+)
+def test_file_meta_is_the_one_pydicom_writes_for_pynetdicom(
+    sop_class: str, sop_instance: str, transfer_syntax: str
+) -> None:
+    expected = DicomBytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(
+        expected,
+        create_file_meta(
+            sop_class_uid=UID(sop_class), sop_instance_uid=UID(sop_instance), transfer_syntax=UID(transfer_syntax)
+        ),
+    )
+    assert direct_store._file_header(sop_class, sop_instance, transfer_syntax) == expected.getvalue()
 
 
 # -- store workers ---------------------------------------------------------------------------------

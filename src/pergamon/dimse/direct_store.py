@@ -41,11 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
-from pynetdicom import dul, evt
-from pynetdicom.dsutils import create_file_meta
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, dul, evt
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
@@ -551,16 +547,34 @@ def _encode_lo(text: str) -> bytes:
 
 
 def _file_header(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    """Preamble, 'DICM' and the File Meta pynetdicom's own receive path writes (same module, same values)."""
-    out = DicomBytesIO()
-    out.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(
-        out,
-        create_file_meta(
-            sop_class_uid=UID(sop_class), sop_instance_uid=UID(sop_instance), transfer_syntax=UID(transfer_syntax)
-        ),
+    """Preamble, 'DICM' and the File Meta that pynetdicom's own receive path writes, byte for byte.
+
+    Encoded here rather than through pydicom's `write_file_meta_info` (0.9 ms per object, a fifth
+    of a worker's time per CT slice): the group is seven Explicit VR Little Endian elements (PS3.10
+    7.1) with the values of pynetdicom's `create_file_meta`.
+    """
+    body = b"".join(
+        (
+            _FILE_META_VERSION,
+            _short_element(0x0002, b"UI", _encode_ui(sop_class)),
+            _short_element(0x0003, b"UI", _encode_ui(sop_instance)),
+            _short_element(0x0010, b"UI", _encode_ui(transfer_syntax)),
+            _FILE_META_IMPLEMENTATION,
+        )
     )
-    return out.getvalue()
+    return _PREAMBLE + struct.pack("<HH2sHI", 2, 0x0000, b"UL", 4, len(body)) + body
+
+
+def _short_element(element: int, vr: bytes, value: bytes) -> bytes:
+    """A group 0002 element with a 2-byte length (Explicit VR Little Endian, PS3.5 7.1.2)."""
+    return struct.pack("<HH2sH", 2, element, vr, len(value)) + value
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_FILE_META_VERSION = struct.pack("<HH2sHI", 2, 0x0001, b"OB", 0, 2) + b"\x00\x01"
+_FILE_META_IMPLEMENTATION = _short_element(0x0012, b"UI", _encode_ui(PYNETDICOM_IMPLEMENTATION_UID)) + _short_element(
+    0x0013, b"SH", _encode_lo(PYNETDICOM_IMPLEMENTATION_VERSION)
+)
 
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:
