@@ -146,6 +146,10 @@ _MAX_ELEMENT_JSON = 8192
 # VRs pydicom decodes as plain ASCII whatever the character set, so `split_levels` reads them from the raw bytes.
 _ASCII_VRS = frozenset({"AS", "CS", "UI"})
 _DATE_TIME_VRS = frozenset({"DA", "TM"})  # ... and these too unless pydicom turns them into date / time objects
+# Text VRs decoded with the Specific Character Set: read from the raw bytes too when those are plain
+# ASCII with no escape sequence, which every character set PS3.3 C.12.1.1.2 allows decodes alike.
+_MULTI_TEXT_VRS = frozenset({"SH", "LO", "UC"})  # backslash separates values, each right-stripped
+_SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # one value, backslash is text
 # Binary number VRs: struct code and size of one value (read by `_numeric_json`, like DS and IS).
 _BINARY_NUMBER_FORMATS = {
     "US": ("H", 2),
@@ -225,10 +229,12 @@ def split_levels(ds: Dataset) -> ObjectRecord:
             if key is not None:
                 target.columns[key.column] = normalize(key.vr, text or None)
             continue
-        if key is None and isinstance(raw, RawDataElement) and raw.VR in _NUMERIC_VRS:
-            fast = _numeric_json(raw)
+        if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+            fast, text = _plain_json(raw)
             if fast is not None:
                 target.attrs[f"{tag:08X}"] = fast
+                if key is not None:
+                    target.columns[key.column] = normalize(key.vr, text)
                 continue
         elem = ds[tag]
         encoded = element_json(elem)
@@ -295,6 +301,41 @@ def element_json(elem: DataElement) -> dict[str, Any] | None:
     if elem.VR == "SQ" and len(repr(encoded)) > _MAX_ELEMENT_JSON:
         return None
     return encoded
+
+
+def _plain_json(raw: RawDataElement) -> tuple[dict[str, Any] | None, str | None]:
+    """DICOM JSON and text of a number or plain-ASCII text element from its bytes; (None, None): use pydicom.
+
+    These are the elements of a typical image header that pydicom's per-element conversion made
+    the costliest part of indexing (numbers, names, descriptions, IDs). The results equal pydicom's
+    `to_json_dict` and `element_text`: `tests/unit/archive/test_split_levels_reference.py` holds
+    them to it over the whole sample corpus.
+    """
+    vr = raw.VR
+    if vr in _NUMERIC_VRS:
+        encoded = _numeric_json(raw)
+        if encoded is None:
+            return None, None
+        values = encoded.get("Value")
+        return encoded, "\\".join(str(v) for v in values) if values else None
+    data = raw.value
+    if vr not in _MULTI_TEXT_VRS and vr not in _SINGLE_TEXT_VRS and vr != "PN":
+        return None, None
+    if not data.isascii() or b"\x1b" in data:
+        return None, None
+    if vr in _SINGLE_TEXT_VRS:
+        text = data.decode("ascii").rstrip("\x00 ")
+        return ({"vr": vr, "Value": [text]} if text else {"vr": vr}), text or None
+    if vr == "PN":
+        text = data.rstrip(b"\x00 ").decode("ascii")
+        if "\\" in text or "=" in text:  # several names, or ideographic / phonetic groups
+            return None, None
+        return ({"vr": vr, "Value": [{"Alphabetic": text}]} if text else {"vr": vr}), text or None
+    values = [value.rstrip("\x00 ") for value in data.decode("ascii").split("\\")]
+    if len(values) > 1 and not all(values):  # pydicom's JSON of an empty value among several: leave it to pydicom
+        return None, None
+    text = "\\".join(values)
+    return ({"vr": vr, "Value": values} if text else {"vr": vr}), text or None
 
 
 def _numeric_json(raw: RawDataElement) -> dict[str, Any] | None:

@@ -133,3 +133,41 @@ def test_numbers_read_from_their_bytes_equal_pydicom(tmp_path: Path, little_endi
     assert new.instance.attrs["00181310"] == {"vr": "US", "Value": [0, 512, 512, 0]}
     assert new.instance.attrs["00200032"] == {"vr": "DS", "Value": [-125.5, 100.0, 0.0]}
     assert new.instance.attrs["00200037"] == {"vr": "DS"}
+
+
+@pytest.mark.parametrize(
+    "charset", ["", "ISO_IR 192", "ISO 2022 IR 6\\ISO 2022 IR 87"], ids=["default", "utf-8", "iso-2022"]
+)
+def test_text_read_from_its_bytes_equals_pydicom(tmp_path: Path, charset: str) -> None:
+    """Names, IDs and descriptions take `_plain_json`'s short cut when plain ASCII; anything else stays with pydicom."""
+    from pydicom.dataelem import DataElement
+
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", seed=4)
+    if charset:
+        ds.SpecificCharacterSet = charset.split("\\")
+    ds.PatientName = "Doe^John^^^ "  # PN, indexed, trailing empty components
+    ds.ReferringPhysicianName = "Smith^Ann=Sumisu^An"  # PN with a second group: pydicom
+    ds.add(DataElement(0x00081050, "PN", ["A^B", "C^D"]))  # Performing Physician's Name, several: pydicom
+    ds.add(DataElement(0x00081070, "PN", ""))  # Operators' Name, empty
+    ds.StudyDescription = "  leading spaces kept "  # LO, indexed
+    ds.SeriesDescription = "Caf\u00e9" if charset == "ISO_IR 192" else "plain"  # not ASCII under UTF-8: pydicom
+    ds.add(DataElement(0x00081010, "SH", ["ST1 ", "ST2"]))  # Station Name, several, one padded
+    ds.add(DataElement(0x00181030, "LO", ["A", ""]))  # Protocol Name with an empty value: pydicom
+    ds.add(DataElement(0x00204000, "LT", "a\\b  "))  # Image Comments: LT keeps its backslash
+    ds.add(DataElement(0x00081080, "LO", ""))  # Admitting Diagnoses Description, empty
+    ds.add(DataElement(0x00321066, "UT", "reason\\text "))  # Reason for Visit
+    ds.add(DataElement(0x00400254, "LO", "step \u00e9" if charset == "ISO_IR 192" else "step"))
+    ds.SeriesNumber = " +7 "  # IS, indexed
+    path = tmp_path / "text.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    if "IR 87" in charset:  # a name with an escape sequence to JIS X 0208 and back
+        raw = raw.replace(b"Doe^John^^^ ", b"\x1b$B;3ED\x1b(B^J")  # same length
+        assert raw.count(b"\x1b$B;3ED") == 1
+        path.write_bytes(raw)
+    new = split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+    old = reference_split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
+    assert (new.patient, new.study, new.series, new.instance) == (old.patient, old.study, old.series, old.instance)
+    assert new.study.columns["study_description"] == "leading spaces kept"
+    assert new.series.columns["series_number"] == "7"
+    assert new.instance.attrs["00204000"] == {"vr": "LT", "Value": ["a\\b"]}
