@@ -232,6 +232,21 @@ def test_mixed_body_stores_the_good_part_only(server: Pergamon, tmp_path: Path) 
     assert len(blobs) == 1  # nothing half-stored
 
 
+def test_parts_stored_side_by_side_are_answered_in_their_order(server: Pergamon, tmp_path: Path) -> None:
+    """Parts go to the store workers concurrently (`stow.PARALLEL_STORES`); the response keeps the body's order."""
+    series = samples.ct_series(tmp_path, 9, size=64)
+    order = [series[i] for i in (4, 0, 8, 2, 6, 1, 7, 3, 5)]
+    parts = [("application/dicom", s.path.read_bytes(), {}) for s in order]
+    parts.insert(3, ("application/dicom", b"not DICOM" * 20, {}))
+    body, boundary = multipart(parts)
+    response = post(server, body, boundary)
+    assert response.status_code == 202, response.text
+    assert referenced(response) == [s.sop_instance_uid for s in order]
+    assert failures(response) == [("", 0xC000)]
+    assert server.archive.counts()["instances"] == 9
+    assert leftovers(server) == []
+
+
 def test_none_stored_is_409(server: Pergamon, tmp_path: Path) -> None:
     sample = samples.ct_series(tmp_path, 1, size=64)[0]
     body, boundary = multipart([("application/dicom", sample.path.read_bytes(), {})])
