@@ -161,6 +161,32 @@ def server(settings: Settings) -> Iterator[Any]:
     app.stop()
 
 
+@pytest.fixture
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    """`start(name="data", remotes=(), **dicom)`: a Pergamon in this process with [dicom] overrides.
+
+    Its data folder is `tmp_path / name`; the first one indexes into the session's database, later
+    ones into a SQLite file of their own (two archives cannot share an index). All are stopped at
+    teardown.
+    """
+    from pergamon.runtime import Pergamon
+
+    apps: list[Any] = []
+
+    def start(name: str = "data", remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Any:
+        data = tmp_path / name
+        data.mkdir(parents=True, exist_ok=True)
+        index = database_url if not apps else f"sqlite:///{data / 'index.db'}"
+        app = Pergamon(make_settings(data, index, remotes=remotes, **dicom))
+        app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop()
+
+
 def toml_config(settings: Settings) -> str:
     """The TOML file that gives `settings` (for servers run as a separate process)."""
     remotes = "".join(

@@ -10,11 +10,12 @@ command, so the command and the data set can disagree on purpose.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,9 @@ CALLING_AE = "BADINPUT"
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Pergamon]]:
-    """Start Pergamon in this process with [dicom] overrides; stopped at teardown."""
-    apps: list[Pergamon] = []
-
-    def start(remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Pergamon:
-        app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=remotes, **{"store_workers": 1, **dicom}))
-        app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
+def start_server(start_server: Callable[..., Pergamon]) -> Callable[..., Pergamon]:
+    """conftest's, with one store worker: refusals cross the process boundary as in production."""
+    return functools.partial(start_server, store_workers=1)
 
 
 @pytest.fixture

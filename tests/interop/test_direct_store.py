@@ -16,7 +16,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -49,26 +49,6 @@ from pergamon.runtime import Pergamon
 pytestmark = pytest.mark.interop
 
 TAKEN = {0: "received by the direct loop", 1: "handed to a store worker"}
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Pergamon]]:
-    apps: list[Pergamon] = []
-
-    def start(name: str = "data", **dicom: Any) -> Pergamon:
-        app = Pergamon(make_settings(tmp_path / name, database_url if not apps else _sqlite(tmp_path, name), **dicom))
-        app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
-
-
-def _sqlite(tmp_path: Path, name: str) -> str:
-    (tmp_path / name).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{tmp_path / name / 'index.db'}"
 
 
 def associate(app: Any, *extra: str) -> Any:
