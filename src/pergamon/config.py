@@ -199,6 +199,12 @@ class AuditSettings:
     )
     source_id: str = _doc("Audit Source ID of the messages. Empty: the DICOM AE title.", default="")
     enterprise_site_id: str = _doc("Audit Enterprise Site ID of the messages (optional).", default="")
+    transfer_batch_seconds: float = _doc(
+        "Instances a peer stores of one study are audited in one DICOM Instances Transferred message, "
+        "sent once no more came for this many seconds (at most 10 times as long after the first, and "
+        "at most 1000 instances per message). 0: one message per instance.",
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True)

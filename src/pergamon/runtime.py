@@ -124,6 +124,7 @@ class Pergamon:
             self.dicom.stop(timeout)
             self.run_marker.unlink(missing_ok=True)
             self.archive.bus.emit(ApplicationStopped(ae_title=self.settings.dicom.ae_title))
+        self.audit_trail.close()  # what is still batched goes to the spool before the sender stops
         for stop in reversed(self._stoppers):
             stop()
         self.archive.close()

@@ -35,8 +35,11 @@ WEB = Origin.from_http("", "10.4.5.6:50000")
 
 @pytest.fixture
 def audited(archive: Any) -> tuple[Any, list[bytes]]:
+    """Messages as each event is handled: stores audited one by one (batching: test_trail_batches.py)."""
     captured: list[bytes] = []
-    archive.bus.subscribe(AuditTrail(archive, captured.append).handle)
+    trail = AuditTrail(archive, captured.append)
+    trail.batch_seconds = 0
+    archive.bus.subscribe(trail.handle)
     return archive, captured
 
 

@@ -23,6 +23,7 @@ MODALITY = Origin.from_dimse("MODALITY1", "PERGAMON", "10.1.2.3:40001")
 def trail(archive: Any) -> tuple[Any, AuditTrail, list[bytes], list[int]]:
     captured: list[bytes] = []
     audit = AuditTrail(archive, captured.append)
+    audit.batch_seconds = 0  # one message per store, as it is handled
     lookups: list[int] = []
     real_lookup = audit.lookup
 
