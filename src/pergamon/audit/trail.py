@@ -160,7 +160,7 @@ class AuditTrail:
             transfer.study.add(event.sop_class_uid)  # counted per SOP class, as before (no instance list)
             transfer.count += 1
             transfer.last, transfer.when = now, datetime.now(UTC)
-            full = transfer.count >= _TRANSFER_MAX_INSTANCES
+            full = transfer.count >= _TRANSFER_MAX_INSTANCES or self._closed.is_set()  # closed: no timer left
             if full:
                 del self._transfers[key]
             elif self._flusher is None and not self._closed.is_set():

@@ -127,3 +127,5 @@ def test_close_sends_what_is_left(archive: Any, tmp_path: Path) -> None:
     put(archive, tmp_path, MODALITY, patient_id="P6")
     trail.close()
     assert [summary(m)[3] for m in captured] == [{CT: "1"}]
+    put(archive, tmp_path, MODALITY, patient_id="P6")  # a late store (stop in progress) is sent at once
+    assert [summary(m)[3] for m in captured] == [{CT: "1"}, {CT: "1"}]
