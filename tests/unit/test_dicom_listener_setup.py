@@ -38,6 +38,7 @@ def test_pynetdicom_formats_its_log_lines_only_when_debugging(
 
     for name in ("LOG_HANDLER_LEVEL", "STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET"):
         monkeypatch.setattr(_config, name, getattr(_config, name))  # restored after the test
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard" if handlers == "none" else "none")  # the other one
     monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
     monkeypatch.setattr(fastpath, "install", lambda: None)
     monkeypatch.setattr(move, "install_retrieve_responses", lambda: None)

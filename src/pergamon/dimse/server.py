@@ -111,10 +111,9 @@ def configure_pynetdicom(archive: Archive) -> None:
     `fastpath` takes the polling sleeps out of pynetdicom's receive loop.
     """
     fastpath.install()
-    if archive.settings.server.log_level != "DEBUG":
-        # pynetdicom's standard handlers format every message and data set for its logger, which
-        # `cli.setup_logging` keeps at WARNING unless debugging: ~10% of a C-FIND response's time.
-        _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom's standard handlers format every message and data set for its logger, which
+    # `cli.setup_logging` keeps at WARNING unless debugging: ~7% of a C-FIND response's time.
+    _config.LOG_HANDLER_LEVEL = "standard" if archive.settings.server.log_level == "DEBUG" else "none"
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     tempfile.tempdir = str(archive.temp_dir)
