@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import samples
-from conftest import dcmtk_env, free_port, make_settings, require_tool, wait_for_port
+from conftest import dcmtk_env, free_port, require_tool, wait_for_port
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
     MPEG4HP41,
@@ -110,19 +110,9 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
 
 
 @pytest.fixture
-def pergamon(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Pergamon]]:
-    """Start a Pergamon (in this process) knowing the given remote AEs."""
-    apps: list[Pergamon] = []
-
-    def start(*remotes: RemoteAE) -> Pergamon:
-        app = Pergamon(make_settings(tmp_path / "data", database_url, remotes=remotes))
-        app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
+def pergamon(start_server: Callable[..., Pergamon]) -> Callable[..., Pergamon]:
+    """Start a Pergamon (in this process) knowing the given remote AEs (conftest's `start_server`)."""
+    return lambda *remotes: start_server(remotes=remotes)
 
 
 # --- data ----------------------------------------------------------------------------------------
