@@ -69,8 +69,8 @@ _STORED_STUDIES_REMEMBERED = 1024
 _KEEPS_STORED_STUDIES = frozenset(
     {"InstanceStored", "InstanceRejectedOnIngest", "InstancesSent", "QueryPerformed", "CommitmentReported"}
 )
-# A transfer's message waits at most this many batch periods after its first instance, and holds at most
-# this many instances (PS3.15 sets no limit; syslog collectors often cut messages beyond ~64 KiB).
+# A transfer's message waits at most this many batch periods after its first instance, and counts at most
+# this many instances: a long transfer is audited in steps rather than only once it ends.
 _TRANSFER_MAX_PERIODS = 10
 _TRANSFER_MAX_INSTANCES = 1000
 _QIDO_RESOURCES = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
