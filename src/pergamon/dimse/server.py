@@ -156,22 +156,20 @@ class _SharedSyntaxContext(PresentationContext):
     to be new.
     """
 
-    def __deepcopy__(self, memo: dict[int, object]) -> _SharedSyntaxContext:
-        clone = _SharedSyntaxContext()
-        clone.__dict__.update(self.__dict__)
-        clone._transfer_syntax = list(self._transfer_syntax)
+    @classmethod
+    def copy_of(cls, context: PresentationContext) -> _SharedSyntaxContext:
+        clone = cls()
+        clone.__dict__.update(context.__dict__)
+        clone._transfer_syntax = list(context._transfer_syntax)
         return clone
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _SharedSyntaxContext:
+        return self.copy_of(self)
 
 
 def listener_contexts(ae: AE) -> list[PresentationContext]:
     """The AE's supported contexts as `_SharedSyntaxContext`s, for the listeners."""
-    contexts: list[PresentationContext] = []
-    for context in ae.supported_contexts:
-        shared = _SharedSyntaxContext()
-        shared.__dict__.update(context.__dict__)
-        shared._transfer_syntax = list(context._transfer_syntax)
-        contexts.append(shared)
-    return contexts
+    return [_SharedSyntaxContext.copy_of(context) for context in ae.supported_contexts]
 
 
 def handlers(archive: Archive) -> list[tuple[evt.EventType, object, list[object]] | tuple[evt.EventType, object]]:
