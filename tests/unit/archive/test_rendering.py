@@ -241,3 +241,35 @@ def test_params_are_checked() -> None:
         RenderParams(media_type="image/jp2")
     with pytest.raises(errors.Invalid, match="viewport"):
         RenderParams(viewport=(0, 10))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "intercept", "window", "photometric", "stored_window"),
+    [
+        (np.int16, 1.0, -1024.0, None, "MONOCHROME2", (40.0, 400.0)),  # CT with its stored window
+        (np.uint16, 1.0, 0.0, Window(600.0, 1200.0, "LINEAR_EXACT"), "MONOCHROME2", None),
+        (np.uint16, 0.5, 10.0, Window(300.0, 50.0, "SIGMOID"), "MONOCHROME1", None),
+        (np.int16, -2.0, 5.0, None, "MONOCHROME2", None),  # min/max fallback, a falling rescale
+        (np.uint8, 1.0, 0.0, None, "MONOCHROME1", (100.0, 1.0)),  # a window of width 1
+    ],
+)
+def test_mapping_the_value_range_renders_what_mapping_every_pixel_does(
+    dtype: type, slope: float, intercept: float, window: Window | None, photometric: str,
+    stored_window: tuple[float, float] | None,
+) -> None:  # fmt: skip
+    """`to_display` maps the range of stored values once and looks each pixel up; the image is unchanged."""
+    from pydicom import Dataset
+
+    from pergamon.archive import rendering
+
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    arr = rng.integers(max(info.min, -2000), min(info.max, 3000), size=(128, 96), endpoint=True).astype(dtype)
+    header = Dataset()
+    header.PhotometricInterpretation = photometric
+    header.RescaleSlope, header.RescaleIntercept = slope, intercept
+    if stored_window:
+        header.WindowCenter, header.WindowWidth = stored_window
+    assert rendering._lookup_pays(arr, rendering.frame_attributes(header, 0))
+    direct = rendering._gray(arr, rendering.frame_attributes(header, 0), window, photometric)
+    assert np.array_equal(rendering.to_display(header, arr, 0, window), direct)
