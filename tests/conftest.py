@@ -43,25 +43,25 @@ _PORT_POOL = [p for p in range(20000, 32000) if not _EPHEMERAL[0] <= p <= _EPHEM
 _GIVEN_PORTS: set[int] = set()
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on, outside the kernel's ephemeral range, not handed out before.
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or, with SOCK_DGRAM, UDP) port nobody uses, outside the kernel's ephemeral range, not handed out before.
 
     A port the kernel picks for `bind(0)` comes from the ephemeral range, where the next outgoing
-    connection (a database client, an HTTP request) may take it before the test server binds it;
-    ports below that range are never taken that way.
+    connection or datagram socket (a database client, an HTTP request, an audit sender) may take it
+    before the test server binds it; ports below that range are never taken that way.
     """
     rng = random.Random()
     for port in rng.sample(_PORT_POOL, k=min(500, len(_PORT_POOL))):
         if port in _GIVEN_PORTS:
             continue
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
         _GIVEN_PORTS.add(port)
         return port
-    raise RuntimeError("no free TCP port below the ephemeral range")
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def dcmtk_env() -> dict[str, str]:

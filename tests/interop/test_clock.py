@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings, require_tool
+from conftest import free_port, make_settings, require_tool
 
 from pergamon.archive.events import ClockOffsetExceeded
 from pergamon.clock import sntp
@@ -33,9 +33,8 @@ NTP_UNIX_DELTA = 2_208_988_800
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A UDP port for chronyd, outside the ephemeral range (a bind(0) port could be taken by a client socket first)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 @pytest.fixture
