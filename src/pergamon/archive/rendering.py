@@ -284,11 +284,12 @@ def to_display(header: Dataset, arr: np.ndarray, index: int, window: Window | No
     if arr.ndim == 3:  # RGB (YBR already converted)
         return _scale_to_8bit(arr, int(header.get("BitsStored", 8) or 8))
     attrs = frame_attributes(header, index)
-    if _lookup_pays(arr, attrs):
+    value_range = _lookup_range(arr, attrs)
+    if value_range is not None:
         # Every step is per pixel, so map each stored value present once and look the frame up:
         # one pass over a 512x512 CT slice instead of a dozen float64 ones (~6 of its ~10 ms).
-        low = int(arr.min())
-        domain = np.arange(low, int(arr.max()) + 1, dtype=np.int64).astype(arr.dtype)
+        low, high = value_range
+        domain = np.arange(low, high + 1, dtype=np.int64).astype(arr.dtype)
         return _gray(domain, attrs, window, photometric)[arr.astype(np.int64) - low]
     return _gray(arr, attrs, window, photometric)
 
@@ -302,15 +303,16 @@ def _gray(arr: np.ndarray, attrs: Dataset, window: Window | None, photometric: s
     return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
 
 
-def _lookup_pays(arr: np.ndarray, attrs: Dataset) -> bool:
-    """Whether `to_display` may map the range of stored values instead of every pixel.
+def _lookup_range(arr: np.ndarray, attrs: Dataset) -> tuple[int, int] | None:
+    """The (lowest, highest) stored value when `to_display` may map that range instead of every pixel.
 
     Integer pixels of at most 16 bits, a range smaller than the frame, and a linear Modality LUT:
     then the range's ends are the frame's ends, so the min/max fallback window of `_voi` is the same.
     """
     if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2 or arr.size < 4096 or "ModalityLUTSequence" in attrs:
-        return False
-    return int(arr.max()) - int(arr.min()) < arr.size
+        return None
+    low, high = int(arr.min()), int(arr.max())
+    return (low, high) if high - low < arr.size else None
 
 
 def _voi(values: np.ndarray, attrs: Dataset, window: Window | None) -> np.ndarray:

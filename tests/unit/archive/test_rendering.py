@@ -270,6 +270,6 @@ def test_mapping_the_value_range_renders_what_mapping_every_pixel_does(
     header.RescaleSlope, header.RescaleIntercept = slope, intercept
     if stored_window:
         header.WindowCenter, header.WindowWidth = stored_window
-    assert rendering._lookup_pays(arr, rendering.frame_attributes(header, 0))
+    assert rendering._lookup_range(arr, rendering.frame_attributes(header, 0)) is not None
     direct = rendering._gray(arr, rendering.frame_attributes(header, 0), window, photometric)
     assert np.array_equal(rendering.to_display(header, arr, 0, window), direct)
