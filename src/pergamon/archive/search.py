@@ -28,6 +28,7 @@ text, so whatever character set an object arrived in, its names leave as UTF-8.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -124,10 +125,20 @@ class Search:
 
 @dataclass
 class Match:
-    """One matching entity: its response dataset and the primary keys of its rows."""
+    """One matching entity: its response identifier and the primary keys of its rows.
 
-    dataset: Dataset
+    ``json`` is the identifier in the DICOM JSON Model, keys in tag order; a door that can encode
+    it directly (the C-FIND responder) skips building the pydicom `dataset`, which is made on
+    first use.
+    """
+
+    json: dict[str, Any]
     pks: dict[Level, int]
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The identifier as a pydicom Dataset (from `json`)."""
+        return Dataset.from_json(self.json) if self.json else Dataset()
 
 
 @dataclass(frozen=True)
@@ -293,7 +304,7 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
             skipped += 1
             continue
         yield Match(
-            dataset=response_dataset(search, attrs, computed, retrieve_ae),
+            json=response_json(search, attrs, computed, retrieve_ae),
             pks={lvl: getattr(row, f"{lvl.value}_pk") for lvl in levels},
         )
         produced += 1
@@ -368,19 +379,23 @@ def _item_json(item: Mapping[str, Any], return_keys: tuple[str, ...]) -> dict[st
     return reduced
 
 
-def response_dataset(search: Search, attrs: dict[str, Any], computed: dict[str, Any], retrieve_ae: str) -> Dataset:
-    """The response identifier of one match (PS3.4 C.4.1.1.3.2); see the module docstring.
+def response_json(search: Search, attrs: dict[str, Any], computed: dict[str, Any], retrieve_ae: str) -> dict[str, Any]:
+    """The response identifier of one match (PS3.4 C.4.1.1.3.2) in DICOM JSON; see the module docstring.
 
     A sequence key sent with an item returns the stored items matching it (all of them when the
     item restricts nothing), each reduced to the item's keys; sent without one, the whole stored
-    sequence. Computed keys whose level is not joined are returned zero length.
+    sequence. Computed keys whose level is not joined are returned zero length. Keys are in tag
+    order, as in an encoded data set.
     """
     wanted = list(dict.fromkeys([*search.return_keys, *unique_keys(search.level, patient_root=search.patient_root)]))
     selected: dict[str, Any] = {}
     for keyword in wanted:
-        if tag_for_keyword(keyword) is None or keyword in computed:
+        if tag_for_keyword(keyword) is None:
             continue
         key = _json_key(keyword)
+        if keyword in computed:
+            selected[key] = _computed_json(keyword, computed[keyword])
+            continue
         stored = attrs.get(key)
         items = search.sequence_items.get(keyword)
         if items is not None and items.return_keys and dictionary_VR(keyword) == "SQ":
@@ -388,25 +403,37 @@ def response_dataset(search: Search, attrs: dict[str, Any], computed: dict[str, 
             selected[key] = {"vr": "SQ", "Value": [_item_json(item, items.return_keys) for item in matching]}
         else:
             selected[key] = stored or _empty_json(keyword)
-    ds = Dataset.from_json(selected) if selected else Dataset()
-    for keyword in wanted:
-        if keyword in computed:
-            value = computed[keyword]
-            setattr(ds, keyword, value if value is not None else "")
-    ds.QueryRetrieveLevel = search.level.value
+    selected[_QUERY_LEVEL_KEY] = {"vr": "CS", "Value": [search.level.value]}
     if retrieve_ae:
-        ds.RetrieveAETitle = retrieve_ae
-    if needs_utf8(ds):
-        ds.SpecificCharacterSet = "ISO_IR 192"
-    return ds
+        selected[_RETRIEVE_AE_KEY] = {"vr": "AE", "Value": [retrieve_ae]}
+    if _json_needs_utf8(selected):
+        selected[_CHARSET_KEY] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+    return dict(sorted(selected.items()))
 
 
-def needs_utf8(ds: Dataset) -> bool:
-    """Whether any text in the identifier (items included) is outside ASCII, the default repertoire."""
-    for elem in ds.iterall():
-        if elem.VR not in _TEXT_VRS or elem.value is None or elem.value == "":
-            continue
-        values = elem.value if elem.VM > 1 else [elem.value]
-        if not all(str(v).isascii() for v in values):
-            return True
+_QUERY_LEVEL_KEY = "00080052"
+_RETRIEVE_AE_KEY = "00080054"
+_CHARSET_KEY = "00080005"
+
+
+def _computed_json(keyword: str, value: Any) -> dict[str, Any]:
+    """A computed key (PS3.4 C.3.4) as a DICOM JSON element; None gives a zero-length one."""
+    element = _empty_json(keyword)
+    if value is not None and value != []:
+        element["Value"] = list(value) if isinstance(value, list) else [value]
+    return element
+
+
+def _json_needs_utf8(elements: Mapping[str, Any]) -> bool:
+    """Whether any text in DICOM JSON elements (items included) is outside ASCII, the default repertoire."""
+    for element in elements.values():
+        vr = element.get("vr")
+        if vr == "SQ":
+            if any(_json_needs_utf8(item) for item in element.get("Value") or ()):
+                return True
+        elif vr in _TEXT_VRS:
+            for value in element.get("Value") or ():
+                texts = value.values() if isinstance(value, dict) else (value,)
+                if not all(text is None or str(text).isascii() for text in texts):
+                    return True
     return False
