@@ -135,6 +135,17 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
     )
 
 
+@pytest.fixture(scope="session")
+def index_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Files covering what the index sees: every storage kind, the character sets and pydicom's test files."""
+    import samples
+
+    root = tmp_path_factory.mktemp("index-corpus")
+    found = [*samples.storage_corpus(root / "corpus"), *samples.charset_samples(root / "charsets")]
+    found += samples.pydicom_samples(root / "pydicom")
+    return [s.path for s in found]
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return make_settings(tmp_path / "data", database_url)

@@ -31,8 +31,12 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -839,3 +843,74 @@ def test_pn_case_sensitive_setting(
             answer = find_pynetdicom(corpus, "S", key_dataset("STUDY", [f"{key}={query}", "PatientID"]))
             assert answer.status == 0
             assert {NAMES[int(ds.PatientID.rpartition("-")[2])] for ds in answer.responses} == expected, key
+
+
+@pytest.mark.parametrize(
+    ("max_pdu", "syntax"),
+    [(0, ImplicitVRLittleEndian), (512, ExplicitVRLittleEndian), (4096, ImplicitVRLittleEndian)],
+    ids=["unlimited-implicit", "512-explicit", "4096-implicit"],
+)
+def test_responses_keep_to_the_peers_maximum_pdu(settings: Settings, tmp_path: Path, max_pdu: int, syntax: str) -> None:
+    """Every P-DATA-TF fits the SCU's Maximum Length (PS3.8 D.1) and long identifiers arrive whole.
+
+    The pending responses are Pergamon's own (`find_responses`): with no limit each one is a single
+    P-DATA-TF holding the command and the identifier.
+    """
+    comment = " ".join(f"{i:05d}" for i in range(1500))  # 9,000 characters of LT: many 512-byte PDUs
+    with running(settings) as app:
+        for number in (1, 2, 3):
+            ds = samples.make_instance(
+                CT, patient_id="PGM-PDU", study_uid="1.2.826.0.1.3680043.8.498.77", instance_number=number
+            )
+            ds.ImageComments = comment
+            store(app, tmp_path, ds)
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(MODELS["S"], syntax)
+        pdus: list[tuple[int, int]] = []  # (PDV list length, number of PDVs) of each P-DATA-TF received
+
+        def received(event: Any) -> None:
+            if event.pdu.pdu_type == 0x04:
+                pdus.append((len(event.pdu.encode()) - 6, len(event.pdu.presentation_data_value_items)))
+
+        assoc = ae.associate(
+            "127.0.0.1",
+            settings.dicom.port,
+            ae_title=settings.dicom.ae_title,
+            max_pdu=max_pdu,
+            evt_handlers=[(evt.EVT_PDU_RECV, received)],
+        )
+        assert assoc.is_established
+        try:
+            keys = [
+                "StudyInstanceUID=1.2.826.0.1.3680043.8.498.77",
+                "SeriesInstanceUID",
+                "ImageComments",
+                "InstanceNumber",
+            ]
+            answers = [(int(rsp.Status), ds) for rsp, ds in assoc.send_c_find(key_dataset("IMAGE", keys), MODELS["S"])]
+        finally:
+            assoc.release()
+    assert [status for status, _ in answers] == [0xFF00, 0xFF00, 0xFF00, 0x0000]
+    assert sorted(ds.InstanceNumber for _, ds in answers[:3]) == [1, 2, 3]
+    assert [ds.ImageComments for _, ds in answers[:3]] == [comment] * 3
+    if max_pdu:
+        assert max(length for length, _ in pdus) <= max_pdu
+        assert len(pdus) > 3 * 9000 / max_pdu
+    else:
+        assert [count for _, count in pdus] == [2, 2, 2, 1]  # command and identifier in one PDU; then the final status
+
+
+def test_findscu_with_a_small_maximum_pdu(settings: Settings, tmp_path: Path) -> None:
+    """dcmtk reassembles identifiers cut to its 4 KiB Maximum Length."""
+    require_tool("findscu")
+    comment = " ".join(f"{i:05d}" for i in range(1500))
+    with running(settings) as app:
+        ds = samples.make_instance(CT, patient_id="PGM-PDU4K")
+        ds.ImageComments = comment
+        store(app, tmp_path, ds)
+        corpus = Corpus(app, settings.dicom.port, settings.dicom.ae_title, {}, {}, {})
+        keys = ["QueryRetrieveLevel=IMAGE", "PatientID=PGM-PDU4K", "ImageComments"]
+        answer = find_findscu(corpus, "P", keys, tmp_path / "out", "--max-pdu", "4096")
+    assert answer.status == 0x0000, answer.output
+    (ds,) = answer.responses
+    assert ds.ImageComments == comment

@@ -36,9 +36,12 @@ def test_pynetdicom_formats_its_log_lines_only_when_debugging(
 
     from pergamon.dimse import fastpath, move, server
 
-    for name in ("LOG_HANDLER_LEVEL", "STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET"):
+    dumps = ("LOG_REQUEST_IDENTIFIERS", "LOG_RESPONSE_IDENTIFIERS")
+    for name in ("LOG_HANDLER_LEVEL", "STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET", *dumps):
         monkeypatch.setattr(_config, name, getattr(_config, name))  # restored after the test
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard" if handlers == "none" else "none")  # the other one
+    for name in dumps:
+        monkeypatch.setattr(_config, name, handlers == "none")  # the other one
     monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
     monkeypatch.setattr(fastpath, "install", lambda: None)
     monkeypatch.setattr(move, "install_retrieve_responses", lambda: None)
@@ -46,3 +49,4 @@ def test_pynetdicom_formats_its_log_lines_only_when_debugging(
     settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, log_level=level))
     server.configure_pynetdicom(SimpleNamespace(settings=settings, temp_dir=tmp_path))  # type: ignore[arg-type]
     assert handlers == _config.LOG_HANDLER_LEVEL
+    assert [getattr(_config, name) for name in dumps] == [handlers == "standard"] * 2  # identifier dumps too

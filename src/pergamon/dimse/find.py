@@ -3,7 +3,9 @@
 Patient Root and Study Root information models (PS3.4 C.6.1, C.6.2) at every level, with the
 Hierarchical Search Method (PS3.4 C.4.1.3.1.1). The identifier is parsed into an
 `archive.search.Search` (matching rules live in `archive.query`, shared with QIDO-RS); each match
-is sent as a pending response, and C-CANCEL is honoured before every one of them.
+is sent as a pending response, and C-CANCEL is honoured before every one of them. Pending
+responses on a Little Endian context are written by `find_responses` straight from the index's
+DICOM JSON; the others, and every final status, by pynetdicom.
 
 Character sets: pydicom decodes the identifier with its own Specific Character Set (ISO 2022
 escape sequences included), so a key such as ``山田*`` matches however the SCU encoded it and
@@ -32,6 +34,7 @@ from pergamon.archive.index.schema import Level
 from pergamon.archive.query import Constraint
 from pergamon.archive.search import ItemKeys, Search, run_search
 from pergamon.archive.service import Archive
+from pergamon.dimse.find_responses import PendingResponses
 from pergamon.dimse.status import (
     CANCEL,
     FIND_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
@@ -159,6 +162,7 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset,
         return
 
     search.limit = archive.settings.query.max_results
+    direct = PendingResponses.open(event)
     sent = 0
     try:
         with archive.db.read() as conn:
@@ -167,7 +171,12 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset,
                     log.info("C-FIND cancelled by %s after %d responses", calling, sent)
                     yield CANCEL, None
                     return
-                yield PENDING, match.dataset
+                if direct is None:
+                    yield PENDING, match.dataset
+                elif event.assoc.is_established:
+                    direct.send(match.json)
+                else:  # released or aborted while we answered: nothing more goes out
+                    return
                 sent += 1
     except errors.PergamonError as exc:
         log.warning("C-FIND from %s failed: %s", calling, exc)

@@ -113,7 +113,9 @@ def configure_pynetdicom(archive: Archive) -> None:
     fastpath.install()
     # pynetdicom's standard handlers format every message and data set for its logger, which
     # `cli.setup_logging` keeps at WARNING unless debugging: ~7% of a C-FIND response's time.
-    _config.LOG_HANDLER_LEVEL = "standard" if archive.settings.server.log_level == "DEBUG" else "none"
+    debug = archive.settings.server.log_level == "DEBUG"
+    _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
+    _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = debug  # each one is a full dump
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     tempfile.tempdir = str(archive.temp_dir)

@@ -70,17 +70,9 @@ def _reference_json(elem: Any) -> dict[str, Any] | None:
     return encoded
 
 
-@pytest.fixture(scope="module")
-def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("split")
-    found = [*samples.storage_corpus(root / "corpus"), *samples.charset_samples(root / "charsets")]
-    found += samples.pydicom_samples(root / "pydicom")
-    return [s.path for s in found]
-
-
-def test_split_levels_equals_the_reference_over_the_corpus(corpus_files: list[Path]) -> None:
-    assert len(corpus_files) > 50
-    for path in corpus_files:
+def test_split_levels_equals_the_reference_over_the_corpus(index_corpus: list[Path]) -> None:
+    assert len(index_corpus) > 50
+    for path in index_corpus:
         new = split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
         old = reference_split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
         for level in ("patient", "study", "series", "instance"):
