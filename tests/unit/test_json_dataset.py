@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import Dataset, dcmread
-from pydicom.datadict import keyword_for_tag
+from identifiers import identifier_of
+from pydicom import Dataset
 from pynetdicom.dsutils import encode as pynetdicom_encode
 
 from pergamon.archive.index.schema import Level
-from pergamon.archive.model import split_levels
 from pergamon.archive.search import Search, response_json
 from pergamon.dimse import json_dataset
 
@@ -29,19 +28,6 @@ def check_same(elements: dict[str, Any]) -> None:
                 json_dataset.encode(elements, implicit_vr=implicit_vr)
         else:
             assert json_dataset.encode(elements, implicit_vr=implicit_vr) == expected, (implicit_vr, elements)
-
-
-def identifier_of(path: Path) -> dict[str, Any]:
-    """The IMAGE-level C-FIND response that returns every indexed attribute of a stored file."""
-    record = split_levels(dcmread(path, stop_before_pixels=True, defer_size=1024))
-    attrs: dict[str, Any] = {}
-    for level in (record.patient, record.study, record.series, record.instance):
-        attrs.update(level.attrs)
-    keywords = [keyword_for_tag(int(key, 16)) for key in attrs]
-    search = Search(level=Level.IMAGE, return_keys=[k for k in keywords if k], patient_root=True)
-    computed = {"NumberOfStudyRelatedInstances": 12, "ModalitiesInStudy": ["CT", "SR"], "InstanceAvailability": None}
-    search.return_keys += list(computed)
-    return response_json(search, attrs, computed, "PERGAMON")
 
 
 def test_identifiers_of_the_corpus_encode_as_pydicom_does(index_corpus: list[Path]) -> None:

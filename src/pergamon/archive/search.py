@@ -330,7 +330,7 @@ def _matches_in_memory(constraints: list[Constraint], attrs: dict[str, Any], com
             value = computed[constraint.keyword]
             values = [str(v) for v in value] if isinstance(value, list) else (None if value is None else str(value))
         else:
-            values = _json_values(attrs.get(_json_key(constraint.keyword)))
+            values = _json_values(attrs.get(json_key(constraint.keyword)))
         if not constraint.matches(values):
             return False
     return True
@@ -338,7 +338,7 @@ def _matches_in_memory(constraints: list[Constraint], attrs: dict[str, Any], com
 
 def _matches_items(filters: dict[str, ItemKeys], attrs: dict[str, Any]) -> bool:
     """Sequence Matching (PS3.4 C.2.2.2.6): some stored item matches all keys of the query item."""
-    return all(_matching_items(attrs.get(_json_key(keyword)), items) for keyword, items in filters.items())
+    return all(_matching_items(attrs.get(json_key(keyword)), items) for keyword, items in filters.items())
 
 
 def _matching_items(element: Mapping[str, Any] | None, items: ItemKeys) -> list[dict[str, Any]]:
@@ -346,7 +346,8 @@ def _matching_items(element: Mapping[str, Any] | None, items: ItemKeys) -> list[
     return [item for item in stored if _matches_in_memory(list(items.constraints), item, {})]
 
 
-def _json_key(keyword: str) -> str:
+def json_key(keyword: str) -> str:
+    """The DICOM JSON key (eight hex digits) of a keyword; an unknown keyword stays as it is."""
     tag = tag_for_keyword(keyword)
     return f"{tag:08X}" if tag is not None else keyword
 
@@ -374,7 +375,7 @@ def _item_json(item: Mapping[str, Any], return_keys: tuple[str, ...]) -> dict[st
     """One returned item: the requested item keys, stored values or zero length."""
     reduced: dict[str, Any] = {}
     for keyword in return_keys:
-        key = _json_key(keyword)
+        key = json_key(keyword)
         reduced[key] = item.get(key) or _empty_json(keyword)
     return reduced
 
@@ -392,7 +393,7 @@ def response_json(search: Search, attrs: dict[str, Any], computed: dict[str, Any
     for keyword in wanted:
         if tag_for_keyword(keyword) is None:
             continue
-        key = _json_key(keyword)
+        key = json_key(keyword)
         if keyword in computed:
             selected[key] = _computed_json(keyword, computed[keyword])
             continue

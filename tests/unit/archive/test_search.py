@@ -23,8 +23,7 @@ from pergamon.archive.search import (
     Search,
     build_plan,
     build_select,
-    needs_utf8,
-    response_dataset,
+    response_json,
     run_search,
     sql_constraint,
     unique_keys,
@@ -45,6 +44,11 @@ VRS = {
     "ModalitiesInStudy": "CS",
     "ReferringPhysicianName": "PN",
 }
+
+
+def response_dataset(search: Search, attrs: dict[str, Any], computed: dict[str, Any], retrieve_ae: str) -> Dataset:
+    """The answer as a door that wants a pydicom Dataset gets it (`Match.dataset`)."""
+    return Dataset.from_json(response_json(search, attrs, computed, retrieve_ae))
 
 
 def key(keyword: str, value: Any, **kwargs: Any) -> Constraint:
@@ -241,17 +245,18 @@ def test_sequence_items_reduced_to_item_keys_and_matched() -> None:
     assert "CodeMeaning" not in item  # not requested
 
 
-def test_needs_utf8_looks_into_items_and_values() -> None:
-    ds = Dataset()
-    ds.PatientID = "A"
-    assert not needs_utf8(ds)
-    ds.OtherPatientNames = ["Smith^John", "Müller^Hans"]
-    assert needs_utf8(ds)
-    item = Dataset()
-    item.CodeMeaning = "Öl"
-    outer = Dataset()
-    outer.ConceptNameCodeSequence = [item]
-    assert needs_utf8(outer)
+def test_utf8_is_declared_for_non_ascii_in_any_value_or_item() -> None:
+    def charset(attrs: dict[str, Any], keywords: list[str]) -> list[str] | None:
+        answer = response_json(Search(Level.IMAGE, return_keys=keywords), attrs, {}, "")
+        return answer.get("00080005", {}).get("Value")
+
+    names = {"00101001": {"vr": "PN", "Value": [{"Alphabetic": "Smith^John"}, None, {"Alphabetic": "Müller^Hans"}]}}
+    meaning = {"00080104": {"vr": "LO", "Value": ["Öl"]}}
+    items = {"0040A043": {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["1"]}}, meaning]}}
+    assert charset({"00100020": {"vr": "LO", "Value": ["A"]}}, ["PatientID"]) is None
+    assert charset(names, ["OtherPatientNames"]) == ["ISO_IR 192"]
+    assert charset(items, ["ConceptNameCodeSequence"]) == ["ISO_IR 192"]
+    assert charset(items, ["PatientID"]) is None  # only what is returned counts
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import math
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydicom import Dataset
@@ -146,6 +146,53 @@ def to_json(
                 entry["Value"] = values
         out[f"{tag:08X}"] = entry
     return out
+
+
+def from_index_json(elements: Mapping[str, Any]) -> dict[str, Any]:
+    """DICOM JSON held by the index, rendered as `to_json` renders the Dataset built from it.
+
+    The index already holds DICOM JSON, so a search result need not become a pydicom Dataset only
+    to be written back: common elements (text, person names, integers) are normalised here as
+    `to_json` would (an empty value is ``null``, all-empty values or an empty sequence have no
+    ``Value``, empty name groups are dropped); any other element goes through `to_json`. Keys keep
+    their order. `tests/unit/web/test_index_json.py` checks the result equals the slow path.
+    """
+    out: dict[str, Any] = {}
+    for key, element in elements.items():
+        plain = _plain_index_element(key, element)
+        out[key] = plain if plain is not None else to_json(Dataset.from_json({key: element}))[key]
+    return out
+
+
+_PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_PLAIN_INT_VRS = frozenset({"IS", "SL", "SS", "UL", "US"})
+
+
+def _plain_index_element(key: str, element: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`to_json`'s form of one plain element; None: not plain, let `to_json` decide."""
+    vr = element.get("vr")
+    if key == "00080005" or len(element) > 2 or not isinstance(vr, str):
+        return None
+    if "Value" not in element:
+        return {"vr": vr} if len(element) == 1 and vr != "SQ" and vr not in BINARY_VRS else None
+    values = element["Value"]
+    if vr in _PLAIN_TEXT_VRS and all(v is None or (type(v) is str and "\\" not in v) for v in values):
+        result = [v or None for v in values]
+    elif vr == "PN" and all(_plain_name(v) for v in values):
+        result = [{g: v[g] for g in _PN_GROUPS if v.get(g)} or None if v is not None else None for v in values]
+    elif vr in _PLAIN_INT_VRS and all(type(v) is int for v in values):
+        result = list(values)
+    elif vr == "SQ" and not values:
+        return {"vr": vr}
+    else:
+        return None
+    return {"vr": vr, "Value": result} if any(v is not None for v in result) else {"vr": vr}
+
+
+def _plain_name(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(k in _PN_GROUPS and type(v) is str and "=" not in v for k, v in value.items())
+    )
 
 
 def _json_values(vr: str, elem: DataElement) -> list[Any]:

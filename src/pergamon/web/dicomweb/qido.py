@@ -40,8 +40,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -56,7 +57,7 @@ from pergamon.archive.index.schema import Level
 from pergamon.archive.model import PATIENT_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS, level_of
 from pergamon.archive.origin import Origin
 from pergamon.archive.query import Constraint
-from pergamon.archive.search import COMPUTED_KEYS, ItemKeys, Search, levels_down_to, run_search
+from pergamon.archive.search import COMPUTED_KEYS, ItemKeys, Match, Search, json_key, levels_down_to, run_search
 from pergamon.archive.service import Archive
 from pergamon.web.dicomweb import media
 
@@ -330,7 +331,7 @@ def _constraint(keyword: str, values: list[str], case_sensitive_pn: bool, fuzzy:
         raise InvalidQuery(f"{prefix}{exc}") from exc
 
 
-def retrieve_url(base: str, ds: Dataset, level: Level) -> str:
+def retrieve_url(base: str, ds: Dataset | Mapping[str, str], level: Level) -> str:
     """The WADO-RS resource of a result (PS3.18 10.4.1), for Retrieve URL (0008,1190)."""
     url = f"{base}/studies/{ds.get('StudyInstanceUID', '')}"
     if level in (Level.SERIES, Level.IMAGE):
@@ -340,8 +341,8 @@ def retrieve_url(base: str, ds: Dataset, level: Level) -> str:
     return url
 
 
-def _search(archive: Archive, query: QidoQuery) -> tuple[list[Dataset], bool]:
-    """Run the search (in a worker thread); the datasets and whether results were left out."""
+def _search(archive: Archive, query: QidoQuery) -> tuple[list[Match], bool]:
+    """Run the search (in a worker thread); the matches and whether results were left out."""
     server_max = archive.settings.query.max_results
     cap = query.limit
     if server_max and (not cap or cap > server_max):
@@ -350,25 +351,56 @@ def _search(archive: Archive, query: QidoQuery) -> tuple[list[Dataset], bool]:
     search.offset = query.offset
     search.limit = cap + 1 if cap else 0
     with archive.db.read() as conn:
-        datasets = [match.dataset for match in run_search(conn, search)]
-    cut = bool(cap) and len(datasets) > cap
-    return (datasets[:cap] if cut else datasets), cut
+        matches = list(run_search(conn, search))
+    cut = bool(cap) and len(matches) > cap
+    return (matches[:cap] if cut else matches), cut
 
 
 def _render(
-    datasets: list[Dataset], media_type: str, base: str, level: Level, sparse: frozenset[str]
+    matches: list[Match], media_type: str, base: str, level: Level, sparse: frozenset[str]
 ) -> tuple[bytes, str]:
-    for ds in datasets:
-        for keyword in ("QueryRetrieveLevel", *sparse):
-            if keyword in ds and (keyword == "QueryRetrieveLevel" or ds[keyword].is_empty):
-                del ds[keyword]
-        ds.RetrieveURL = retrieve_url(base, ds, level)
     if media_type == media.MULTIPART_XML:
-        if not datasets:  # no body parts: an empty body (a multipart body needs at least one part)
+        if not matches:  # no body parts: an empty body (a multipart body needs at least one part)
             return b"", media.multipart_related([], media.XML)[1]
-        return media.multipart_related((media.to_xml(ds) for ds in datasets), media.XML)
-    body = json.dumps([media.to_json(ds) for ds in datasets], ensure_ascii=False, separators=(",", ":"))
+        return media.multipart_related(
+            (media.to_xml(_result_dataset(m, base, level, sparse)) for m in matches), media.XML
+        )
+    results = [_result_json(m, base, level, sparse) for m in matches]
+    body = json.dumps(results, ensure_ascii=False, separators=(",", ":"))
     return body.encode("utf-8"), media_type
+
+
+def _result_dataset(match: Match, base: str, level: Level, sparse: frozenset[str]) -> Dataset:
+    """One result for the XML form: without Query/Retrieve Level or empty sparse keys, with Retrieve URL."""
+    ds = match.dataset
+    for keyword in ("QueryRetrieveLevel", *sparse):
+        if keyword in ds and (keyword == "QueryRetrieveLevel" or ds[keyword].is_empty):
+            del ds[keyword]
+    ds.RetrieveURL = retrieve_url(base, ds, level)
+    return ds
+
+
+def _result_json(match: Match, base: str, level: Level, sparse: frozenset[str]) -> dict[str, Any]:
+    """`_result_dataset` in DICOM JSON, written from the index's JSON without a pydicom Dataset."""
+    result = media.from_index_json(match.json)
+    result.pop(_QUERY_LEVEL_KEY, None)
+    for keyword in sparse:
+        key = json_key(keyword)
+        if key in result and "Value" not in result[key]:
+            del result[key]
+    uids = {keyword: _first_value(result.get(key)) for keyword, key in _URL_UID_KEYS.items()}
+    result[_RETRIEVE_URL_KEY] = {"vr": "UR", "Value": [retrieve_url(base, uids, level)]}
+    return dict(sorted(result.items()))
+
+
+_QUERY_LEVEL_KEY = "00080052"
+_RETRIEVE_URL_KEY = "00081190"
+_URL_UID_KEYS = {"StudyInstanceUID": "0020000D", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018"}
+
+
+def _first_value(element: dict[str, Any] | None) -> str:
+    values = (element or {}).get("Value") or [""]
+    return str(values[0] or "")
 
 
 def _endpoint(archive: Archive, resource: Resource) -> Callable[[Request], Awaitable[Response]]:
@@ -384,9 +416,9 @@ def _endpoint(archive: Archive, resource: Resource) -> Callable[[Request], Await
             path_uids["SeriesInstanceUID"] = request.path_params["series"]
         params = request.query_params.multi_items()
         query = parse_query(params, resource, path_uids, case_sensitive_pn=settings.query.pn_case_sensitive)
-        datasets, cut = await run_in_threadpool(_search, archive, query)
+        matches, cut = await run_in_threadpool(_search, archive, query)
         base = media.service_url(request, settings.http.base_path)
-        body, content_type = await run_in_threadpool(_render, datasets, media_type, base, resource.level, query.sparse)
+        body, content_type = await run_in_threadpool(_render, matches, media_type, base, resource.level, query.sparse)
         host = request.url.netloc or "pergamon"
         warnings = []
         if cut:
@@ -399,7 +431,7 @@ def _endpoint(archive: Archive, resource: Resource) -> Callable[[Request], Await
             "QIDO-RS %s: %d parameter(s), %d match(es)%s",
             request.url.path,
             len(params),
-            len(datasets),
+            len(matches),
             " (more available)" if cut else "",
         )
         client = request.client
@@ -408,7 +440,7 @@ def _endpoint(archive: Archive, resource: Resource) -> Callable[[Request], Await
             QueryPerformed(
                 level=resource.level.value,
                 keys={c.keyword: ",".join(c.values) for c in query.search.constraints},
-                matches=len(datasets),
+                matches=len(matches),
                 origin=Origin.from_http("", peer),
             )
         )
