@@ -237,6 +237,10 @@ def build_plan(search: Search, *, patient_ids: list[tuple[str, str]] | None = No
         if keyword == "InstanceAvailability":
             in_memory.append(constraint)
             continue
+        by_series = _modalities_by_series(constraint) if Level.STUDY in levels else None
+        if by_series is not None:
+            query = query.where(by_series)
+            continue
         key = INDEXED_KEYS.get(keyword)
         if key is not None and key.level in levels:
             for_sql, recheck = sql_constraint(constraint)
@@ -251,6 +255,23 @@ def build_plan(search: Search, *, patient_ids: list[tuple[str, str]] | None = No
         # Else a key of a level below the query level: ignored (see the module docstring).
     query = query.order_by(_TABLE[search.level].c.pk)
     return Plan(query, in_memory, item_filters, computed)
+
+
+_VALUE_KINDS = (ConstraintKind.SINGLE_VALUE, ConstraintKind.MULTIPLE_VALUES)
+
+
+def _modalities_by_series(constraint: Constraint) -> ColumnElement[bool] | None:
+    """Modalities in Study equal to one of some values, as "a series of the study has that modality".
+
+    The same studies as matching the study's ``modalities`` column (the set of its series'
+    modalities, `index.writer`), but served by the index on ``series.modality`` instead of a
+    regular expression run over every study. None for other keys and for wild cards.
+    """
+    if constraint.keyword != "ModalitiesInStudy" or constraint.kind not in _VALUE_KINDS or constraint.fuzzy:
+        return None
+    if not constraint.values or any("*" in v or "?" in v for v in constraint.values):
+        return None
+    return study.c.pk.in_(select(series.c.study_fk).where(series.c.modality.in_(constraint.values)))
 
 
 # PIX cross-references (ITI-9/ITI-10): a query by one identifier also finds the patient's other identifiers.

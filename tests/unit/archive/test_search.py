@@ -154,7 +154,10 @@ def test_computed_keys_of_levels_not_joined_are_not_selected() -> None:
 def test_modalities_in_study_is_indexed() -> None:
     plan = build_plan(Search(Level.STUDY, [key("ModalitiesInStudy", ["CT", "MR"])]))
     assert plan.in_memory == []
-    assert "study.modalities" in str(plan.query)
+    assert "series.modality IN" in str(plan.query.whereclause)  # served by the series' modality index
+    plan = build_plan(Search(Level.STUDY, [key("ModalitiesInStudy", "C*")]))
+    assert plan.in_memory == []
+    assert "study.modalities" in str(plan.query.whereclause)  # a wild card: the study's column
 
 
 def test_sequence_matching_is_planned_in_memory() -> None:
@@ -306,3 +309,24 @@ def test_case_sensitive_pn_rechecks_the_stored_name(archive: Any, tmp_path: Path
     assert sop_uids(archive, Search(Level.IMAGE, [sensitive])) == exact
     insensitive = Constraint.parse("PatientName", "PN", "Smith*")
     assert sop_uids(archive, Search(Level.IMAGE, [insensitive])) == exact + upper
+
+
+def test_modalities_in_study_match_any_series(archive: Any, tmp_path: Path) -> None:
+    """Equal values go through the series table, wild cards through the study's list: the same studies."""
+    studies = {"ct": ["CT"], "ct-sr": ["CT", "SR"], "mr": ["MR"], "none": []}
+    uids = {}
+    for name, modalities in studies.items():
+        uids[name] = generate_uid()
+        for modality in modalities or ["OT"]:
+            store_series(archive, tmp_path, 1, study_uid=uids[name], modality=modality)
+
+    def found(value: str | list[str]) -> set[str]:
+        search = Search(Level.STUDY, [key("ModalitiesInStudy", value)], return_keys=["StudyInstanceUID"])
+        with archive.db.read() as conn:
+            by_uid = {v: k for k, v in uids.items()}
+            return {by_uid[m.dataset.StudyInstanceUID] for m in run_search(conn, search)}
+
+    assert found("CT") == found("C?") == {"ct", "ct-sr"}
+    assert found(["MR", "SR"]) == found("?R") == {"ct-sr", "mr"}
+    assert found("XA") == set()
+    assert found("OT") == found("O*") == {"none"}
