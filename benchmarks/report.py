@@ -123,7 +123,8 @@ def query(section: dict[str, Any]) -> list[str]:
         f"Index of **{section['studies']:,} studies / {n:,} instances** (small generated instances, "
         f"{section['per_study']} per study), loaded into each peer with dcmtk storescu over 4 parallel "
         "associations. Study-level queries; latency from request to the last response (C-FIND: pynetdicom "
-        "SCU on an open association; QIDO-RS: one keep-alive HTTP connection), p50 and p95 over all queries of "
+        "SCU on an open association; C-FIND/findscu: dcmtk findscu, one process and association per query, "
+        "its start-up included; QIDO-RS: one keep-alive HTTP connection), p50 and p95 over all queries of "
         "all rounds. Every answer was checked against the expected number of matching studies.",
         "",
         meta(section),

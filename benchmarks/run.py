@@ -279,9 +279,11 @@ class Bench:
                     for i in range(self.args.query_reps):
                         keys, expected = queries[i % len(queries)]
                         for name in self.rotated(list(running), r + i):
-                            for protocol in ("C-FIND", "QIDO-RS"):
+                            for protocol in ("C-FIND", "C-FIND/findscu", "QIDO-RS"):
                                 if protocol == "C-FIND":
                                     seconds, found = finders[name].find(keys)
+                                elif protocol == "C-FIND/findscu":
+                                    seconds, found = findscu(running[name], keys)
                                 else:
                                     seconds, found = qido(qidos[name], running[name], keys)
                                 if found != expected:
@@ -367,8 +369,7 @@ class CFind:
 
         ds = Dataset()
         ds.QueryRetrieveLevel = "STUDY"
-        for keyword in ("PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",
-                        "ModalitiesInStudy", "StudyInstanceUID", "NumberOfStudyRelatedInstances"):
+        for keyword in FIND_RETURN_KEYS:
             setattr(ds, keyword, keys.get(keyword, ""))
         found = 0
         t0 = time.perf_counter()
@@ -415,6 +416,25 @@ def timed_get(conn: http.client.HTTPConnection, path: str, accept: str) -> tuple
     if resp.status != 200:
         raise BenchError(f"GET {path}: HTTP {resp.status} {body[:300]!r}")
     return seconds, body
+
+
+FIND_RETURN_KEYS = ("PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",
+                    "ModalitiesInStudy", "StudyInstanceUID", "NumberOfStudyRelatedInstances")
+"""The keys of every study-level query: matched when given a value, else returned."""
+
+
+def findscu(peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
+    """dcmtk findscu, one process and association per query: its start-up is part of every figure."""
+    args = ["findscu", "-v", "-S", "-aec", peer.aet, "-k", "QueryRetrieveLevel=STUDY"]
+    for keyword in FIND_RETURN_KEYS:
+        args += ["-k", f"{keyword}={keys[keyword]}" if keyword in keys else keyword]
+    t0 = time.perf_counter()
+    done = subprocess.run([*args, "127.0.0.1", str(peer.dicom_port)], capture_output=True, env=peers.NODELAY_ENV)
+    seconds = time.perf_counter() - t0
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode or "Received Final Find Response (Success)" not in output:
+        raise BenchError(f"findscu {keys} -> {peer.name}: exit {done.returncode}: {output[-2000:]}")
+    return seconds, output.count("Received Find Response")
 
 
 def qido(conn: http.client.HTTPConnection, peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
