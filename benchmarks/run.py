@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -425,7 +426,7 @@ FIND_RETURN_KEYS = ("PatientName", "PatientID", "StudyDate", "StudyTime", "Acces
 
 def findscu(peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
     """dcmtk findscu, one process and association per query: its start-up is part of every figure."""
-    args = ["findscu", "-v", "-S", "-aec", peer.aet, "-k", "QueryRetrieveLevel=STUDY"]
+    args = ["findscu", "-S", "-aec", peer.aet, "-k", "QueryRetrieveLevel=STUDY"]  # prints each response
     for keyword in FIND_RETURN_KEYS:
         args += ["-k", f"{keyword}={keys[keyword]}" if keyword in keys else keyword]
     t0 = time.perf_counter()
@@ -434,7 +435,7 @@ def findscu(peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
     output = (done.stdout + done.stderr).decode(errors="replace")
     if done.returncode or "Received Final Find Response (Success)" not in output:
         raise BenchError(f"findscu {keys} -> {peer.name}: exit {done.returncode}: {output[-2000:]}")
-    return seconds, output.count("Received Find Response")
+    return seconds, len(re.findall(r"Find Response: \d+ \(Pending\)", output))
 
 
 def qido(conn: http.client.HTTPConnection, peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
