@@ -326,12 +326,14 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
         if search.offset:
             query = query.offset(search.offset)
     levels = levels_down_to(search.level, patient_root=search.patient_root)
+    attrs_columns = [f"{lvl.value}_attrs" for lvl in levels]
+    fields = answer_fields(search)
     skipped = 0
     produced = 0
     for row in conn.execute(query):
         attrs: dict[str, Any] = {}
-        for lvl in levels:
-            attrs.update(json.loads(getattr(row, f"{lvl.value}_attrs")))
+        for column in attrs_columns:
+            attrs.update(json.loads(getattr(row, column)))
         computed = _computed_values(plan.computed, row)
         if filtered and not (
             _matches_in_memory(plan.in_memory, attrs, computed) and _matches_items(plan.item_filters, attrs)
@@ -341,7 +343,7 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
             skipped += 1
             continue
         yield Match(
-            json=response_json(search, attrs, computed, retrieve_ae),
+            json=response_json(search, attrs, computed, retrieve_ae, fields),
             pks={lvl: getattr(row, f"{lvl.value}_pk") for lvl in levels},
         )
         produced += 1
@@ -417,30 +419,57 @@ def _item_json(item: Mapping[str, Any], return_keys: tuple[str, ...]) -> dict[st
     return reduced
 
 
-def response_json(search: Search, attrs: dict[str, Any], computed: dict[str, Any], retrieve_ae: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AnswerField:
+    """One key of a search's answers, resolved once per search rather than once per match."""
+
+    keyword: str
+    key: str  # the DICOM JSON key (eight hex digits)
+    vr: str  # the dictionary VR (the first of an ambiguous one), for a zero-length element
+    items: ItemKeys | None  # a sequence key sent with an item that names keys to return
+
+
+def answer_fields(search: Search) -> list[AnswerField]:
+    """The requested keys and the unique keys of the information model (PS3.4 C.4.1.1.3.2), known keywords only."""
+    wanted = list(dict.fromkeys([*search.return_keys, *unique_keys(search.level, patient_root=search.patient_root)]))
+    fields = []
+    for keyword in wanted:
+        if tag_for_keyword(keyword) is None:
+            continue
+        vr = dictionary_VR(keyword).split(" or ")[0]
+        items = search.sequence_items.get(keyword)
+        returned_items = items if items is not None and items.return_keys and vr == "SQ" else None
+        fields.append(AnswerField(keyword, json_key(keyword), vr, returned_items))
+    return fields
+
+
+def response_json(
+    search: Search,
+    attrs: dict[str, Any],
+    computed: dict[str, Any],
+    retrieve_ae: str,
+    fields: list[AnswerField] | None = None,
+) -> dict[str, Any]:
     """The response identifier of one match (PS3.4 C.4.1.1.3.2) in DICOM JSON; see the module docstring.
 
     A sequence key sent with an item returns the stored items matching it (all of them when the
     item restricts nothing), each reduced to the item's keys; sent without one, the whole stored
     sequence. Computed keys whose level is not joined are returned zero length. Keys are in tag
-    order, as in an encoded data set.
+    order, as in an encoded data set. `fields` is `answer_fields(search)`, passed when answering
+    many matches of one search.
     """
-    wanted = list(dict.fromkeys([*search.return_keys, *unique_keys(search.level, patient_root=search.patient_root)]))
     selected: dict[str, Any] = {}
-    for keyword in wanted:
-        if tag_for_keyword(keyword) is None:
-            continue
-        key = json_key(keyword)
-        if keyword in computed:
-            selected[key] = _computed_json(keyword, computed[keyword])
-            continue
-        stored = attrs.get(key)
-        items = search.sequence_items.get(keyword)
-        if items is not None and items.return_keys and dictionary_VR(keyword) == "SQ":
-            matching = _matching_items(stored, items)
-            selected[key] = {"vr": "SQ", "Value": [_item_json(item, items.return_keys) for item in matching]}
+    for answer in fields if fields is not None else answer_fields(search):
+        if answer.keyword in computed:
+            selected[answer.key] = _computed_json(answer.vr, computed[answer.keyword])
+        elif answer.items is not None:
+            matching = _matching_items(attrs.get(answer.key), answer.items)
+            selected[answer.key] = {
+                "vr": "SQ",
+                "Value": [_item_json(item, answer.items.return_keys) for item in matching],
+            }
         else:
-            selected[key] = stored or _empty_json(keyword)
+            selected[answer.key] = attrs.get(answer.key) or {"vr": answer.vr}
     selected[_QUERY_LEVEL_KEY] = {"vr": "CS", "Value": [search.level.value]}
     if retrieve_ae:
         selected[_RETRIEVE_AE_KEY] = {"vr": "AE", "Value": [retrieve_ae]}
@@ -454,9 +483,9 @@ _RETRIEVE_AE_KEY = "00080054"
 _CHARSET_KEY = "00080005"
 
 
-def _computed_json(keyword: str, value: Any) -> dict[str, Any]:
+def _computed_json(vr: str, value: Any) -> dict[str, Any]:
     """A computed key (PS3.4 C.3.4) as a DICOM JSON element; None gives a zero-length one."""
-    element = _empty_json(keyword)
+    element: dict[str, Any] = {"vr": vr}
     if value is not None and value != []:
         element["Value"] = list(value) if isinstance(value, list) else [value]
     return element
