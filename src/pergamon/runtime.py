@@ -30,6 +30,7 @@ from pergamon.dimse import commitment, mpps
 from pergamon.dimse.server import DicomServer
 from pergamon.hl7.receiver import build_router
 from pergamon.hl7.server import Hl7Server
+from pergamon.process import freeze_startup_objects
 from pergamon.storage.filesystem import FilesystemBlobStore
 from pergamon.web.server import HttpServer
 
@@ -140,6 +141,7 @@ class Pergamon:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         self.start()
+        freeze_startup_objects()
         while not self._stopping.wait(3600):
             pass
         self.stop()

@@ -384,6 +384,7 @@ def worker_main(channel_fd: int) -> None:
     from pergamon.archive.service import Archive
     from pergamon.cli import setup_logging
     from pergamon.dimse import direct_store
+    from pergamon.process import freeze_startup_objects
 
     channel = socket.socket(fileno=channel_fd)
     first = pickle.loads(channel.recv(MESSAGE_BYTES))
@@ -428,6 +429,7 @@ def worker_main(channel_fd: int) -> None:
         except (OSError, pickle.PicklingError, TypeError):
             send(("stored", rid, errors.PergamonError(str(reply))))
 
+    freeze_startup_objects()
     send(("ready",))
     while True:
         data, fds, _flags, _address = socket.recv_fds(channel, MESSAGE_BYTES, 1)

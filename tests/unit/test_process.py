@@ -1,0 +1,47 @@
+"""A serving process freezes what it built while starting (`process.freeze_startup_objects`)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pergamon import process, runtime
+from pergamon.config import Settings
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # the test process goes on collecting everything
+
+
+def test_startup_objects_leave_the_collector_and_new_garbage_is_still_collected(unfrozen: None) -> None:
+    built_at_start = [{"x": i} for i in range(1000)]
+    process.freeze_startup_objects()
+    assert gc.get_freeze_count() >= len(built_at_start)
+
+    class Node:
+        other: Any = None
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first  # a cycle only the collector can free
+    del first, second
+    assert gc.collect() >= 2
+
+
+def test_serve_freezes_once_started(settings: Settings, monkeypatch: pytest.MonkeyPatch, unfrozen: None) -> None:
+    calls: list[str] = []
+    app = runtime.Pergamon(settings)
+    monkeypatch.setattr(runtime.signal, "signal", lambda *_args: None)  # leave pytest's handlers alone
+    monkeypatch.setattr(app, "start", lambda: calls.append("start"))
+    monkeypatch.setattr(app, "stop", lambda *_args: calls.append("stop"))
+    monkeypatch.setattr(runtime, "freeze_startup_objects", lambda: calls.append("freeze"))
+    app._stopping.set()  # as if SIGTERM came at once
+    try:
+        app.run_until_signalled()
+    finally:
+        app.archive.close()
+    assert calls == ["start", "freeze", "stop"]
