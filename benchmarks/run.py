@@ -433,7 +433,7 @@ def findscu(peer: peers.Peer, keys: dict[str, str]) -> tuple[float, int]:
     done = subprocess.run([*args, "127.0.0.1", str(peer.dicom_port)], capture_output=True, env=peers.NODELAY_ENV)
     seconds = time.perf_counter() - t0
     output = (done.stdout + done.stderr).decode(errors="replace")
-    if done.returncode:  # a failure status also ends findscu with an error; the count is checked by the caller
+    if done.returncode:  # association or network failure; a failure status shows as a wrong count (caller checks)
         raise BenchError(f"findscu {keys} -> {peer.name}: exit {done.returncode}: {output[-2000:]}")
     return seconds, len(re.findall(r"Find Response: \d+ \(Pending\)", output))
 
