@@ -65,3 +65,21 @@ CASES: dict[str, dict[str, Any]] = {
 def test_hand_made_elements_render_as_to_json_does(name: str) -> None:
     elements = dict(sorted(CASES[name].items()))
     assert fast_path(elements) == slow_path(elements)
+
+
+def test_qido_results_equal_the_dataset_form(index_corpus: list[Path]) -> None:
+    """A QIDO-RS JSON result (Retrieve URL added, level and empty sparse keys dropped) equals the XML path's dataset."""
+    from pydicom.datadict import keyword_for_tag
+
+    from pergamon.archive.index.schema import Level
+    from pergamon.archive.search import Match
+    from pergamon.web.dicomweb import qido
+
+    base = "http://pergamon.test/dicom-web"
+    for path in index_corpus:
+        elements = identifier_of(path)
+        empty = {keyword_for_tag(int(k, 16)) for k, e in elements.items() if "Value" not in e}
+        sparse = frozenset({*sorted(empty)[:3], "StudyDescription", "InstanceNumber"})
+        fast = qido._result_json(Match(json=elements, pks={}), base, Level.IMAGE, sparse)
+        slow = media.to_json(qido._result_dataset(Match(json=elements, pks={}), base, Level.IMAGE, sparse))
+        assert json.dumps(fast, ensure_ascii=False) == json.dumps(slow, ensure_ascii=False), path.name
