@@ -90,6 +90,10 @@ CASES: dict[str, dict[str, Any]] = {
         "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller^Hans"}]},
         "00081030": {"vr": "LO", "Value": ["Schädel"]},
     },
+    "an empty Specific Character Set": {
+        "00080005": {"vr": "CS", "Value": []},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+    },
     "long text": {
         "00324000": {"vr": "LT", "Value": ["x" * 10241]},
         "00081080": {"vr": "LO", "Value": ["y" * 70001]},

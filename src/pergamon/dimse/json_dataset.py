@@ -43,7 +43,7 @@ def encode(elements: Mapping[str, Any], *, implicit_vr: bool) -> bytes:
     Text is written as UTF-8 when `elements` holds Specific Character Set ``ISO_IR 192``, else in
     the default repertoire; a value outside it goes to pydicom, which decides.
     """
-    charset = elements.get("00080005", {}).get("Value", [None])[0]
+    charset = (elements.get("00080005", {}).get("Value") or [None])[0]
     utf8 = charset == UTF8
     out = bytearray()
     for key, element in elements.items():
