@@ -436,7 +436,7 @@ def answer_fields(search: Search) -> list[AnswerField]:
     for keyword in wanted:
         if tag_for_keyword(keyword) is None:
             continue
-        vr = dictionary_VR(keyword).split(" or ")[0]
+        vr = _empty_json(keyword)["vr"]
         items = search.sequence_items.get(keyword)
         returned_items = items if items is not None and items.return_keys and vr == "SQ" else None
         fields.append(AnswerField(keyword, json_key(keyword), vr, returned_items))

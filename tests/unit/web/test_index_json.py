@@ -72,7 +72,7 @@ def test_qido_results_equal_the_dataset_form(index_corpus: list[Path]) -> None:
     from pydicom.datadict import keyword_for_tag
 
     from pergamon.archive.index.schema import Level
-    from pergamon.archive.search import Match
+    from pergamon.archive.search import Match, json_key
     from pergamon.web.dicomweb import qido
 
     base = "http://pergamon.test/dicom-web"
@@ -80,6 +80,7 @@ def test_qido_results_equal_the_dataset_form(index_corpus: list[Path]) -> None:
         elements = identifier_of(path)
         empty = {keyword_for_tag(int(k, 16)) for k, e in elements.items() if "Value" not in e}
         sparse = frozenset({*sorted(empty)[:3], "StudyDescription", "InstanceNumber"})
-        fast = qido._result_json(Match(json=elements, pks={}), base, Level.IMAGE, sparse)
+        sparse_keys = frozenset(json_key(keyword) for keyword in sparse)
+        fast = qido._result_json(Match(json=elements, pks={}), base, Level.IMAGE, sparse_keys)
         slow = media.to_json(qido._result_dataset(Match(json=elements, pks={}), base, Level.IMAGE, sparse))
         assert json.dumps(fast, ensure_ascii=False) == json.dumps(slow, ensure_ascii=False), path.name

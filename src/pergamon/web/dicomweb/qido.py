@@ -365,7 +365,8 @@ def _render(
         return media.multipart_related(
             (media.to_xml(_result_dataset(m, base, level, sparse)) for m in matches), media.XML
         )
-    results = [_result_json(m, base, level, sparse) for m in matches]
+    sparse_keys = frozenset(json_key(keyword) for keyword in sparse)  # once per request, not per result
+    results = [_result_json(m, base, level, sparse_keys) for m in matches]
     body = json.dumps(results, ensure_ascii=False, separators=(",", ":"))
     return body.encode("utf-8"), media_type
 
@@ -380,12 +381,14 @@ def _result_dataset(match: Match, base: str, level: Level, sparse: frozenset[str
     return ds
 
 
-def _result_json(match: Match, base: str, level: Level, sparse: frozenset[str]) -> dict[str, Any]:
-    """`_result_dataset` in DICOM JSON, written from the index's JSON without a pydicom Dataset."""
+def _result_json(match: Match, base: str, level: Level, sparse_keys: frozenset[str]) -> dict[str, Any]:
+    """`_result_dataset` in DICOM JSON, written from the index's JSON without a pydicom Dataset.
+
+    `sparse_keys` are the JSON keys (eight hex digits) of the sparse keywords.
+    """
     result = media.from_index_json(match.json)
     result.pop(_QUERY_LEVEL_KEY, None)
-    for keyword in sparse:
-        key = json_key(keyword)
+    for key in sparse_keys:
         if key in result and "Value" not in result[key]:
             del result[key]
     uids = {keyword: _first_value(result.get(key)) for keyword, key in _URL_UID_KEYS.items()}
