@@ -241,7 +241,7 @@ def test_parts_stored_side_by_side_are_answered_in_their_order(server: Pergamon,
     body, boundary = multipart(parts)
     response = post(server, body, boundary)
     assert response.status_code == 202, response.text
-    assert referenced(response) == [s.sop_instance_uid for s in order]
+    assert referenced(response) == [s.sop_instance_uid for s in order], response.text
     assert failures(response) == [("", 0xC000)]
     assert server.archive.counts()["instances"] == 9
     assert leftovers(server) == []

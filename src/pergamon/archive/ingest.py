@@ -1,7 +1,8 @@
 """Ingest: the one path by which an object enters the archive (C-STORE, import, later STOW-RS).
 
 The object is kept bit for bit as received: its header is read once (never the pixel data), its
-bytes are fsynced into the blob store, and only then is the index row committed. A success
+bytes are fsynced into the blob store (the flush and digest run on another thread while the
+header is read), and only then is the index row committed. A success
 returned from `store_file` therefore means durable. If anything fails after the blob was written,
 the blob is removed again, so nothing half-stored remains.
 
@@ -13,9 +14,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -26,7 +30,7 @@ from pydicom.uid import UID
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceRejectedOnIngest, InstanceStored
 from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
-from pergamon.archive.model import split_levels
+from pergamon.archive.model import ObjectRecord, split_levels
 from pergamon.archive.origin import Origin
 
 if TYPE_CHECKING:
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DuplicatePolicy = Literal["replace", "ignore", "reject"]
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+BLOB_THREADS = 8
+"""Digests and flushes one process runs side by side; more concurrent stores wait for a thread."""
+_BLOB_WORKERS: ThreadPoolExecutor | None = None
+_BLOB_WORKERS_LOCK = threading.Lock()
 
 
 class StoreOutcome(enum.Enum):
@@ -92,33 +100,19 @@ def _store_file(
     expected_sop_instance: str | None,
     move: bool,
 ) -> StoreResult:
+    # The file's digest and flush run on another thread while this one reads and checks the
+    # header: hashing and the disk wait release the GIL, so an object is durable about a
+    # millisecond sooner. The move into the blob store waits for the header: pydicom reads a
+    # deferred (large) value again by the file's name.
+    digested = _blob_workers().submit(_digest_and_presync, archive, path, move)
     try:
-        header = dcmread(path, stop_before_pixels=True, defer_size=1024)
-        record = split_levels(header)
-        transfer_syntax = str(header.file_meta.TransferSyntaxUID)
-    except InvalidDicomError as exc:  # pydicom's text ends with advice about its own API ("force=True")
-        raise errors.InvalidDataset("not a readable DICOM object: not a Part-10 file (no 'DICM' prefix)") from exc
-    except (ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
-        raise errors.InvalidDataset(f"not a readable DICOM object: {exc}") from exc
-    except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
-        raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
-
-    _check_complete(path, UID(transfer_syntax), header.original_encoding)
-    missing = [kw for kw in _REQUIRED if not header.get(kw)]
-    if missing:
-        raise errors.InvalidDataset(f"missing required attribute(s): {', '.join(missing)}")
-    sop_class = str(header.SOPClassUID)
-    sop_instance = str(header.SOPInstanceUID)
-    if expected_sop_class and sop_class != expected_sop_class:
-        raise errors.SOPClassMismatch(
-            f"SOP Class UID differs from the command's: data set {sop_class}, command {expected_sop_class}"
-        )
-    if expected_sop_instance and sop_instance != expected_sop_instance:
-        raise errors.SOPInstanceMismatch(
-            f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected_sop_instance}"
-        )
-    study_uid = str(header.StudyInstanceUID)
-    series_uid = str(header.SeriesInstanceUID)
+        with open(path, "rb") as fp:
+            checked = _read_and_check(fp, expected_sop_class, expected_sop_instance)
+    finally:
+        wait([digested])
+    record, transfer_syntax = checked.record, checked.transfer_syntax
+    sop_class, sop_instance = checked.sop_class, checked.sop_instance
+    study_uid, series_uid = checked.study_uid, checked.series_uid
 
     policy: DuplicatePolicy = archive.settings.dicom.duplicate_policy  # type: ignore[assignment]
     if policy != "replace":
@@ -130,8 +124,8 @@ def _store_file(
         if exists:
             raise errors.Conflict(f"SOP Instance already stored (duplicate policy reject): {sop_instance}")
 
-    size, digest = _size_and_digest(path)
-    key = archive.blobs.put_file(path, move=move)
+    size, digest = digested.result()
+    key = archive.blobs.put_file(path, move=move, presynced=move)
     blob = BlobInfo(key=key, size=size, sha256=digest, transfer_syntax=transfer_syntax)
     try:
         with archive.db.write() as conn:
@@ -158,7 +152,70 @@ def _store_file(
     return StoreResult(outcome, sop_class, sop_instance, study_uid, series_uid)
 
 
-def _check_complete(path: Path, transfer_syntax: UID, encoding: tuple[bool | None, bool | None]) -> None:
+class _Checked(NamedTuple):
+    """What the store needs of a header that passed the checks."""
+
+    record: ObjectRecord
+    transfer_syntax: str
+    sop_class: str
+    sop_instance: str
+    study_uid: str
+    series_uid: str
+
+
+def _read_and_check(fp: BinaryIO, expected_sop_class: str | None, expected_sop_instance: str | None) -> _Checked:
+    """Read the header (never the pixel data) and check it; raises the error that refuses the object."""
+    try:
+        header = dcmread(fp, stop_before_pixels=True, defer_size=1024)
+        record = split_levels(header)
+        transfer_syntax = str(header.file_meta.TransferSyntaxUID)
+    except InvalidDicomError as exc:  # pydicom's text ends with advice about its own API ("force=True")
+        raise errors.InvalidDataset("not a readable DICOM object: not a Part-10 file (no 'DICM' prefix)") from exc
+    except (ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
+        raise errors.InvalidDataset(f"not a readable DICOM object: {exc}") from exc
+    except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
+        raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
+
+    _check_complete(fp, UID(transfer_syntax), header.original_encoding)
+    missing = [kw for kw in _REQUIRED if not header.get(kw)]
+    if missing:
+        raise errors.InvalidDataset(f"missing required attribute(s): {', '.join(missing)}")
+    sop_class = str(header.SOPClassUID)
+    sop_instance = str(header.SOPInstanceUID)
+    if expected_sop_class and sop_class != expected_sop_class:
+        raise errors.SOPClassMismatch(
+            f"SOP Class UID differs from the command's: data set {sop_class}, command {expected_sop_class}"
+        )
+    if expected_sop_instance and sop_instance != expected_sop_instance:
+        raise errors.SOPInstanceMismatch(
+            f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected_sop_instance}"
+        )
+    study_uid = str(header.StudyInstanceUID)
+    series_uid = str(header.SeriesInstanceUID)
+    return _Checked(record, transfer_syntax, sop_class, sop_instance, study_uid, series_uid)
+
+
+def _blob_workers() -> ThreadPoolExecutor:
+    """The process's threads for `_digest_and_presync` (created on first use; idle threads are reused)."""
+    global _BLOB_WORKERS
+    with _BLOB_WORKERS_LOCK:
+        if _BLOB_WORKERS is None:
+            _BLOB_WORKERS = ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="pergamon-digest")
+        return _BLOB_WORKERS
+
+
+def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, str]:
+    """Size and SHA-256 of the file; a file to be moved into the blob store is flushed first.
+
+    The flush comes first because it waits without the GIL from its start, while the caller's
+    thread still holds it for the header; the hashing after it may have to wait for the GIL.
+    """
+    if move:
+        archive.blobs.presync(path)
+    return _size_and_digest(path)
+
+
+def _check_complete(fp: BinaryIO, transfer_syntax: UID, encoding: tuple[bool | None, bool | None]) -> None:
     """Raise InvalidDataset when the file ends inside a top-level data element.
 
     pydicom reads a file that was cut short (an interrupted copy, a full disk, a sender whose
@@ -170,27 +227,27 @@ def _check_complete(path: Path, transfer_syntax: UID, encoding: tuple[bool | Non
     implicit_vr, little_endian = encoding
     if (transfer_syntax.is_transfer_syntax and transfer_syntax.is_deflated) or implicit_vr is None:
         return
-    size = path.stat().st_size
+    size = os.fstat(fp.fileno()).st_size
     try:
-        with open(path, "rb") as fp:
-            read_preamble(fp, False)
-            read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
+        fp.seek(0)
+        read_preamble(fp, False)
+        read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
+        end_of_last = fp.tell()
+        for elem in data_element_generator(fp, implicit_vr, bool(little_endian), defer_size=256):
+            short = (
+                isinstance(elem, RawDataElement)
+                and elem.value is not None
+                and elem.length != 0xFFFFFFFF
+                and len(elem.value) < elem.length
+            )
+            if short or fp.tell() > size:
+                detail = ""
+                if isinstance(elem, RawDataElement):
+                    detail = f" ({elem.length} bytes declared, {max(size - elem.value_tell, 0)} present)"
+                raise errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
             end_of_last = fp.tell()
-            for elem in data_element_generator(fp, implicit_vr, bool(little_endian), defer_size=256):
-                short = (
-                    isinstance(elem, RawDataElement)
-                    and elem.value is not None
-                    and elem.length != 0xFFFFFFFF
-                    and len(elem.value) < elem.length
-                )
-                if short or fp.tell() > size:
-                    detail = ""
-                    if isinstance(elem, RawDataElement):
-                        detail = f" ({elem.length} bytes declared, {max(size - elem.value_tell, 0)} present)"
-                    raise errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
-                end_of_last = fp.tell()
-            if end_of_last < size:  # pydicom stops quietly at fewer than 8 bytes
-                raise errors.InvalidDataset(f"truncated file: {size - end_of_last} byte(s) after the last element")
+        if end_of_last < size:  # pydicom stops quietly at fewer than 8 bytes
+            raise errors.InvalidDataset(f"truncated file: {size - end_of_last} byte(s) after the last element")
     except errors.InvalidDataset:
         raise
     except Exception as exc:  # a cut inside an element header or a delimited value

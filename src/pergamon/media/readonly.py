@@ -25,12 +25,15 @@ class MediaBlobStore:
             raise FileNotFoundError(f"{key} is not on the media")
         return path
 
-    def put_file(self, source: Path, *, move: bool) -> str:
+    def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
         """The key of a media file itself (never moved or copied); anything else is refused."""
         path = source.resolve()
         if move or not path.is_relative_to(self.root) or not path.is_file():
             raise errors.NotAuthorized(f"the media {self.root} is read-only: nothing can be stored")
         return path.relative_to(self.root).as_posix()
+
+    def presync(self, source: Path) -> None:
+        """Nothing is written to the media, so nothing is flushed."""
 
     def open(self, key: str) -> BinaryIO:
         return open(self._resolve(key), "rb")

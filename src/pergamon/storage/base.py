@@ -11,10 +11,20 @@ from typing import BinaryIO, Protocol
 
 
 class BlobStore(Protocol):
-    """Five operations, as Orthanc's IStorageArea has; every implementation is durable on return."""
+    """Orthanc's IStorageArea operations, and a flush ahead of a move; durable on return."""
 
-    def put_file(self, source: Path, *, move: bool) -> str:
-        """Store the file at `source` (moved when `move` and possible, else copied) durably; return its key."""
+    def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
+        """Store the file at `source` (moved when `move` and possible, else copied) durably; return its key.
+
+        `presynced`: `presync(source)` already returned, so a move need not flush the bytes again.
+        """
+        ...
+
+    def presync(self, source: Path) -> None:
+        """Flush `source`'s bytes to disk ahead of its `put_file(move=True)`; may run on another thread.
+
+        Lets the caller overlap the disk wait with its own work; stores with nothing to flush do nothing.
+        """
         ...
 
     def open(self, key: str) -> BinaryIO:

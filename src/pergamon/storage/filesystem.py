@@ -31,7 +31,7 @@ class FilesystemBlobStore:
         name = uuid.uuid4().hex
         return f"{name[:2]}/{name[2:4]}/{name}.dcm"
 
-    def put_file(self, source: Path, *, move: bool) -> str:
+    def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
         key = self._new_key()
         final = self.root / key
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ class FilesystemBlobStore:
         # caller acknowledges only after both, so neither fsync can be dropped or moved.
         try:
             if move and _same_device(source, final.parent):
-                if self.fsync:
+                if self.fsync and not presynced:
                     _fsync_path(source)
                 os.replace(source, final)
             else:
@@ -59,6 +59,10 @@ class FilesystemBlobStore:
                 raise StorageFull(f"blob store {self.root} is full") from exc
             raise
         return key
+
+    def presync(self, source: Path) -> None:
+        if self.fsync:
+            _fsync_path(source)
 
     def open(self, key: str) -> BinaryIO:
         return open(self.root / key, "rb")

@@ -14,12 +14,15 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
 
-    def put_file(self, source: Path, *, move: bool) -> str:
+    def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
         key = uuid.uuid4().hex
         self.blobs[key] = source.read_bytes()
         if move:
             source.unlink()
         return key
+
+    def presync(self, source: Path) -> None:
+        """Nothing to flush: the bytes are kept in memory."""
 
     def open(self, key: str) -> BinaryIO:
         try:

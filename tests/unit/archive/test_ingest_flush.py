@@ -1,0 +1,101 @@
+"""Ingest flushes a moved file on another thread while it reads the header (`ingest._digest_and_presync`).
+
+What must hold: the bytes are flushed before the file is renamed into the blob store, the move
+waits for the header (pydicom reads deferred values again by the file's name), and a refused
+object is neither moved nor left with a flush still running when `store_file` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import samples
+from sqlalchemy import select
+
+from pergamon.archive import errors
+from pergamon.archive.index.schema import instance
+from pergamon.archive.origin import Origin
+from pergamon.archive.service import Archive
+from pergamon.config import Settings
+from pergamon.storage.filesystem import FilesystemBlobStore
+
+
+class RecordingStore(FilesystemBlobStore):
+    """The real store, noting each call, whether the source was still in place, and when a flush ended."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=True)
+        self.calls: list[tuple[str, bool, bool]] = []
+        self.flushed = threading.Event()
+        self.lock = threading.Lock()
+
+    def presync(self, source: Path) -> None:
+        with self.lock:
+            self.calls.append(("presync", source.exists(), False))
+        self.flushed.wait(0.2)  # a slow disk: the header check runs meanwhile
+        super().presync(source)
+        with self.lock:
+            self.calls.append(("presync done", source.exists(), False))
+
+    def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
+        with self.lock:
+            self.calls.append(("put_file", source.exists(), presynced))
+        return super().put_file(source, move=move, presynced=presynced)
+
+
+@pytest.fixture
+def recording(settings: Settings) -> Iterator[tuple[Archive, RecordingStore]]:
+    base = Archive.open(settings)
+    store = RecordingStore(settings.blob_path)
+    archive = Archive(settings, base.db, store)
+    yield archive, store
+    archive.close()
+
+
+def test_a_moved_file_is_flushed_before_it_is_renamed_and_its_digest_indexed(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path
+) -> None:
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+    digest = hashlib.sha256(sample.path.read_bytes()).hexdigest()
+
+    archive.store_file(sample.path, Origin.from_import("test"), move=True)
+
+    assert [name for name, _, _ in store.calls] == ["presync", "presync done", "put_file"]
+    assert all(present for _, present, _ in store.calls)  # flushed where it was, then moved
+    assert store.calls[-1][2] is True  # the move does not flush again
+    assert not sample.path.exists()
+    with archive.db.read() as conn:
+        row = conn.execute(select(instance.c.sha256, instance.c.blob_key)).one()
+    assert row.sha256 == digest
+    assert hashlib.sha256((archive.settings.blob_path / row.blob_key).read_bytes()).hexdigest() == digest
+
+
+def test_a_copied_file_is_not_flushed_twice(recording: tuple[Archive, RecordingStore], tmp_path: Path) -> None:
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+
+    archive.store_file(sample.path, Origin.from_import("test"), move=False)
+
+    assert store.calls == [("put_file", True, False)]  # the copy is flushed by the store itself
+    assert sample.path.exists()
+
+
+def test_a_refused_object_is_not_moved_and_its_flush_is_over(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path
+) -> None:
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+
+    with pytest.raises(errors.SOPInstanceMismatch):
+        archive.store_file(sample.path, Origin.from_import("test"), expected_sop_instance="1.2.3.4", move=True)
+
+    assert [name for name, _, _ in store.calls] == ["presync", "presync done"]  # finished before the raise
+    assert sample.path.exists()
+    assert [p for p in archive.settings.blob_path.rglob("*") if p.is_file()] == []
+    assert archive.counts()["instances"] == 0
+
