@@ -274,3 +274,28 @@ def test_refused_store_is_audited_as_a_failure(audited: tuple[Pergamon, Captured
     assert participants(refused)["MODALITY1"]["requestor"] == "true"
     description = refused.findtext("EventIdentification/EventOutcomeDescription") or ""
     assert "SeriesInstanceUID" in description and ds.SOPInstanceUID in description
+
+
+def test_stow_part_of_another_study_is_audited_as_a_failure(audited: tuple[Pergamon, Captured], tmp_path: Path) -> None:
+    """STOW-RS into /studies/{study}: the core refuses a part of another study (C409), audited as 110104 outcome 8."""
+    app, captured = audited
+    captured.take("110100")
+    sample = samples.ct_series(tmp_path / "ct", 1, size=64)[0]
+    target = generate_uid()
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + sample.path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = httpx.post(
+        f"http://127.0.0.1:{app.settings.http.port}/dicom-web/studies/{target}",
+        content=body,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+        timeout=60,
+    )
+    assert response.status_code == 409
+    (refused,) = captured.take("110104")
+    assert outcome(refused) == ("C", "8")
+    description = refused.findtext("EventIdentification/EventOutcomeDescription") or ""
+    assert sample.sop_instance_uid in description and target in description

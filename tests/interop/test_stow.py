@@ -233,7 +233,7 @@ def test_mixed_body_stores_the_good_part_only(server: Pergamon, tmp_path: Path) 
 
 
 def test_parts_stored_side_by_side_are_answered_in_their_order(server: Pergamon, tmp_path: Path) -> None:
-    """Parts go to the store workers concurrently (`stow.PARALLEL_STORES`); the response keeps the body's order."""
+    """Parts go to the store workers concurrently (`stow.STORE_THREADS`); the response keeps the body's order."""
     series = samples.ct_series(tmp_path, 9, size=64)
     order = [series[i] for i in (4, 0, 8, 2, 6, 1, 7, 3, 5)]
     parts = [("application/dicom", s.path.read_bytes(), {}) for s in order]

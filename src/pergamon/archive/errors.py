@@ -8,9 +8,22 @@ from __future__ import annotations
 
 
 class PergamonError(Exception):
-    """Base of every error the archive raises on purpose; `code` is stable and may be logged."""
+    """Base of every error the archive raises on purpose; `code` is stable and may be logged.
+
+    An error that refused a stored object names it when its header could be read (`about`):
+    doors report those UIDs per object (STOW-RS failure items, audit), and, being instance
+    attributes, they survive the pickling between a store worker and the main process.
+    """
 
     code = "error"
+    sop_class_uid = ""
+    sop_instance_uid = ""
+
+    def about(self, sop_class_uid: str, sop_instance_uid: str) -> None:
+        """Name the object this error refused, unless it already does."""
+        if not (self.sop_class_uid or self.sop_instance_uid):
+            self.sop_class_uid = sop_class_uid
+            self.sop_instance_uid = sop_instance_uid
 
 
 class NotFound(PergamonError):
@@ -35,6 +48,18 @@ class InvalidDataset(Invalid):
     """A dataset that cannot be parsed or lacks a mandatory attribute."""
 
     code = "invalid-dataset"
+
+
+class MissingAttribute(InvalidDataset):
+    """A dataset without one of the UIDs every stored object needs (SOP Class/Instance, Study, Series)."""
+
+    code = "missing-attribute"
+
+
+class StudyMismatch(Invalid):
+    """The dataset belongs to another study than the one the request is storing into (STOW-RS)."""
+
+    code = "study-mismatch"
 
 
 class SOPClassMismatch(Invalid):

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
@@ -70,25 +70,31 @@ def store_file(
     *,
     expected_sop_class: str | None = None,
     expected_sop_instance: str | None = None,
+    expected_study: str | None = None,
     move: bool = False,
 ) -> StoreResult:
     """Store the Part-10 file at `path`; with `move`, the file is taken over instead of copied.
+
+    `expected_*`: what the door was told the object is (the C-STORE command's UIDs, the STOW-RS
+    target study); an object that differs is refused.
 
     A refused object is announced as `InstanceRejectedOnIngest` (audited as a failed transfer or
     import, PS3.15 A.5.3.6 / A.5.3.8) before the error propagates to the door.
 
     Raises:
-        errors.InvalidDataset: the file is not a readable DICOM object or lacks a required UID.
-        errors.SOPClassMismatch / errors.SOPInstanceMismatch: it is not what the command announced.
+        errors.InvalidDataset: the file is not a readable DICOM object (MissingAttribute: it
+            lacks a required UID).
+        errors.SOPClassMismatch / errors.SOPInstanceMismatch / errors.StudyMismatch: it is not
+            what the door was told.
         errors.Conflict: the SOP Instance UID is already stored and the policy is `reject`.
         errors.StorageFull: no space left for it.
     """
+    expected = _Expected(expected_sop_class, expected_sop_instance, expected_study)
     try:
-        return _store_file(archive, path, origin, expected_sop_class, expected_sop_instance, move)
+        return _store_file(archive, path, origin, expected, move)
     except errors.PergamonError as exc:
-        archive.bus.emit(
-            InstanceRejectedOnIngest(sop_instance_uid=expected_sop_instance or "", reason=str(exc), origin=origin)
-        )
+        sop_instance = exc.sop_instance_uid or expected_sop_instance or ""
+        archive.bus.emit(InstanceRejectedOnIngest(sop_instance_uid=sop_instance, reason=str(exc), origin=origin))
         raise
 
 
@@ -96,8 +102,7 @@ def _store_file(
     archive: Archive,
     path: Path,
     origin: Origin,
-    expected_sop_class: str | None,
-    expected_sop_instance: str | None,
+    expected: _Expected,
     move: bool,
 ) -> StoreResult:
     # The file's digest and flush run on another thread while this one reads and checks the
@@ -107,9 +112,20 @@ def _store_file(
     digested = _blob_workers().submit(_digest_and_presync, archive, path, move)
     try:
         with open(path, "rb") as fp:
-            checked = _read_and_check(fp, expected_sop_class, expected_sop_instance)
+            checked = _read_and_check(fp, expected)
     finally:
         wait([digested])
+    try:
+        return _keep(archive, path, origin, checked, digested, move)
+    except errors.PergamonError as exc:
+        exc.about(checked.sop_class, checked.sop_instance)
+        raise
+
+
+def _keep(
+    archive: Archive, path: Path, origin: Origin, checked: _Checked, digested: Future[tuple[int, str]], move: bool
+) -> StoreResult:
+    """Put the checked object in the blob store and the index (as the duplicate policy says), durably."""
     record, transfer_syntax = checked.record, checked.transfer_syntax
     sop_class, sop_instance = checked.sop_class, checked.sop_instance
     study_uid, series_uid = checked.study_uid, checked.series_uid
@@ -163,7 +179,15 @@ class _Checked(NamedTuple):
     series_uid: str
 
 
-def _read_and_check(fp: BinaryIO, expected_sop_class: str | None, expected_sop_instance: str | None) -> _Checked:
+class _Expected(NamedTuple):
+    """What the door was told the object is; None where it was told nothing."""
+
+    sop_class: str | None
+    sop_instance: str | None
+    study: str | None
+
+
+def _read_and_check(fp: BinaryIO, expected: _Expected) -> _Checked:
     """Read the header (never the pixel data) and check it; raises the error that refuses the object."""
     try:
         header = dcmread(fp, stop_before_pixels=True, defer_size=1024)
@@ -176,21 +200,27 @@ def _read_and_check(fp: BinaryIO, expected_sop_class: str | None, expected_sop_i
     except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
         raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
 
-    _check_complete(fp, UID(transfer_syntax), header.original_encoding)
-    missing = [kw for kw in _REQUIRED if not header.get(kw)]
-    if missing:
-        raise errors.InvalidDataset(f"missing required attribute(s): {', '.join(missing)}")
-    sop_class = str(header.SOPClassUID)
-    sop_instance = str(header.SOPInstanceUID)
-    if expected_sop_class and sop_class != expected_sop_class:
-        raise errors.SOPClassMismatch(
-            f"SOP Class UID differs from the command's: data set {sop_class}, command {expected_sop_class}"
-        )
-    if expected_sop_instance and sop_instance != expected_sop_instance:
-        raise errors.SOPInstanceMismatch(
-            f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected_sop_instance}"
-        )
-    study_uid = str(header.StudyInstanceUID)
+    sop_class = str(header.get("SOPClassUID", ""))
+    sop_instance = str(header.get("SOPInstanceUID", ""))
+    try:
+        _check_complete(fp, UID(transfer_syntax), header.original_encoding)
+        missing = [kw for kw in _REQUIRED if not header.get(kw)]
+        if missing:
+            raise errors.MissingAttribute(f"missing required attribute(s): {', '.join(missing)}")
+        if expected.sop_class and sop_class != expected.sop_class:
+            raise errors.SOPClassMismatch(
+                f"SOP Class UID differs from the command's: data set {sop_class}, command {expected.sop_class}"
+            )
+        if expected.sop_instance and sop_instance != expected.sop_instance:
+            raise errors.SOPInstanceMismatch(
+                f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected.sop_instance}"
+            )
+        study_uid = str(header.StudyInstanceUID)
+        if expected.study and study_uid != expected.study:
+            raise errors.StudyMismatch(f"Study Instance UID {study_uid} differs from the target study {expected.study}")
+    except errors.PergamonError as exc:
+        exc.about(sop_class, sop_instance)
+        raise
     series_uid = str(header.SeriesInstanceUID)
     return _Checked(record, transfer_syntax, sop_class, sop_instance, study_uid, series_uid)
 

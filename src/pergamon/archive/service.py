@@ -29,7 +29,13 @@ class StoreDelegate(Protocol):
     `Archive.store_file`; None when it cannot take this one (then the calling process stores it)."""
 
     def __call__(
-        self, path: Path, origin: Origin, expected_sop_class: str | None, expected_sop_instance: str | None, move: bool
+        self,
+        path: Path,
+        origin: Origin,
+        expected_sop_class: str | None,
+        expected_sop_instance: str | None,
+        expected_study: str | None,
+        move: bool,
     ) -> ingest.StoreResult | None: ...
 
 
@@ -83,11 +89,12 @@ class Archive:
         *,
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
+        expected_study: str | None = None,
         move: bool = False,
     ) -> ingest.StoreResult:
         """Store one Part-10 file durably; see `ingest.store_file`. Runs in a store worker when there is one."""
         if self.store_delegate is not None:
-            result = self.store_delegate(path, origin, expected_sop_class, expected_sop_instance, move)
+            result = self.store_delegate(path, origin, expected_sop_class, expected_sop_instance, expected_study, move)
             if result is not None:
                 return result
         return ingest.store_file(
@@ -96,6 +103,7 @@ class Archive:
             origin,
             expected_sop_class=expected_sop_class,
             expected_sop_instance=expected_sop_instance,
+            expected_study=expected_study,
             move=move,
         )
 

@@ -17,7 +17,7 @@ is replaced (at most every RESTART_DELAY seconds); the associations it held end 
 
 The channel carries pickled tuples, one per SEQPACKET message (both ends are this module):
 main -> worker: ("settings", Settings), ("serve", id, StorageAssociation) + the socket, ("abort", id),
-("store", id, path, origin, sop class, sop instance, move), ("stop",);
+("store", id, path, origin, sop class, sop instance, study, move), ("stop",);
 worker -> main: ("ready",), ("event", event), ("ended", id, outcome), ("stored", id, result or error).
 
 The pool is also the archive's `store_delegate`: every `Archive.store_file` of the main process
@@ -237,7 +237,13 @@ class StoreWorkers:
         timer.start()
 
     def store_file(
-        self, path: Path, origin: Origin, expected_sop_class: str | None, expected_sop_instance: str | None, move: bool
+        self,
+        path: Path,
+        origin: Origin,
+        expected_sop_class: str | None,
+        expected_sop_instance: str | None,
+        expected_study: str | None,
+        move: bool,
     ) -> StoreResult | None:
         """`Archive.store_delegate`: the store done by a worker; None when none runs (store here then).
 
@@ -252,7 +258,9 @@ class StoreWorkers:
         pending = _Pending()
         worker.sessions[rid] = pending
         try:
-            worker.send(("store", rid, str(path), origin, expected_sop_class, expected_sop_instance, move))
+            worker.send(
+                ("store", rid, str(path), origin, expected_sop_class, expected_sop_instance, expected_study, move)
+            )
         except OSError:
             worker.sessions.pop(rid, None)
             return None
@@ -414,10 +422,23 @@ def worker_main(channel_fd: int) -> None:
             with contextlib.suppress(OSError):
                 send(("ended", sid, outcome))
 
-    def store(rid: int, path: str, origin: Origin, sop_class: str | None, sop_instance: str | None, move: bool) -> None:
+    def store(
+        rid: int,
+        path: str,
+        origin: Origin,
+        sop_class: str | None,
+        sop_instance: str | None,
+        study: str | None,
+        move: bool,
+    ) -> None:
         try:
             reply: Any = archive.store_file(
-                Path(path), origin, expected_sop_class=sop_class, expected_sop_instance=sop_instance, move=move
+                Path(path),
+                origin,
+                expected_sop_class=sop_class,
+                expected_sop_instance=sop_instance,
+                expected_study=study,
+                move=move,
             )
         except errors.PergamonError as exc:
             reply = exc

@@ -194,7 +194,7 @@ class MultipartReader:
         current = self._current
         if current.file is None or current.part is None:  # data without headers: impossible in a valid body
             raise MultipartParseError("part data before the end of the part headers")
-        current.file.write(data[start:end])
+        current.file.write(memoryview(data)[start:end])  # no copy of the slice
         current.part.size += end - start
 
     def _part_end(self) -> None:
@@ -213,14 +213,16 @@ async def read_multipart(stream: AsyncIterator[bytes], boundary: str, temp_dir: 
     """
     reader = MultipartReader(boundary, temp_dir)
     try:
-        pending = bytearray()
+        pending: list[bytes] = []
+        size = 0
         async for chunk in stream:
-            pending += chunk
-            if len(pending) >= FEED_SIZE:
-                data, pending = bytes(pending), bytearray()
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= FEED_SIZE:
+                data, pending, size = b"".join(pending), [], 0
                 await run_in_threadpool(reader.feed, data)
         if pending:
-            await run_in_threadpool(reader.feed, bytes(pending))
+            await run_in_threadpool(reader.feed, b"".join(pending))
         return reader.finish()
     except BaseException:
         reader.discard()

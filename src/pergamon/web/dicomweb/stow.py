@@ -10,7 +10,8 @@ The body is spooled part by part into the archive's temporary folder (never whol
 checked to be a complete multipart message before anything is stored, so a malformed body (400)
 stores nothing. Then each instance goes through `archive.store_file(..., move=True)`, which is
 durable before it returns; one bad instance fails alone. With `/studies/{study}`, an instance of
-another study fails (PS3.18 §10.5.1.1: all instances must belong to the target study).
+another study fails (PS3.18 §10.5.1.1: all instances must belong to the target study); the core
+checks that (`expected_study`) as it reads the header, so this process never parses a part.
 
 Response (PS3.18 §10.5.3, Annex I Store Instances Response Module), `application/dicom+json`
 or, on request, `application/dicom+xml` (PS3.19 Native DICOM Model): Retrieve URL of the study,
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.sequence import Sequence
 from starlette.concurrency import run_in_threadpool
@@ -56,8 +58,10 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 MAX_METADATA = 64 << 20
 """Largest JSON metadata part read into memory."""
-PARALLEL_STORES = 4
-"""Parts of one request stored at the same time (each on its own thread, in a store worker if any)."""
+STORE_THREADS = 8
+"""Parts stored at the same time over all requests (each on its own thread, in a store worker if any)."""
+_store_threads: ThreadPoolExecutor | None = None
+_store_threads_lock = threading.Lock()
 
 # Failure Reason (0008,1197) values, PS3.18 Table I.2-2 (and PS3.7 C for 0111).
 OUT_OF_RESOURCES = 0xA700
@@ -175,8 +179,8 @@ def _wants_xml(accept: str) -> bool:
 def _store_part10_form(archive: Archive, parts: list[Part], study: str | None, origin: Origin, base: str) -> Outcome:
     """PS3.18 §10.5.1.2.1: every part one Part-10 instance; each stored or failed alone.
 
-    Up to `PARALLEL_STORES` parts are stored at once, so the store workers (and the disk's fsync
-    waits) serve one request side by side; the response still lists the parts in their order.
+    Parts are stored side by side (`STORE_THREADS`), so the store workers (and the disk's fsync
+    waits) serve one request in parallel; the response still lists the parts in their order.
     """
 
     def store(numbered: tuple[int, Part]) -> Outcome:
@@ -190,8 +194,7 @@ def _store_part10_form(archive: Archive, parts: list[Part], study: str | None, o
 
     if len(parts) == 1:
         return store((1, parts[0]))
-    with ThreadPoolExecutor(min(PARALLEL_STORES, len(parts)), thread_name_prefix="pergamon-stow") as pool:
-        each = list(pool.map(store, enumerate(parts, 1)))
+    each = list(_threads().map(store, enumerate(parts, 1)))
     outcome = Outcome()
     for one in each:
         outcome.stored += one.stored
@@ -273,36 +276,15 @@ def _identity_of(item: object) -> tuple[str, str]:
 def _store_one(
     archive: Archive, path: Path, study: str | None, origin: Origin, base: str, outcome: Outcome, what: str
 ) -> None:
-    """Check one Part-10 file against the target study, then store it (the file is moved in)."""
+    """Store one Part-10 file (it is moved in); the core refuses one of another study than `study`."""
     try:
         try:
-            header = dcmread(path, stop_before_pixels=True, defer_size=1024)
-            sop_class = str(header.get("SOPClassUID", ""))
-            sop_instance = str(header.get("SOPInstanceUID", ""))
-            study_uid = str(header.get("StudyInstanceUID", ""))
-        except Exception as exc:  # pydicom raises many kinds on non-DICOM input; all mean "cannot understand"
-            raise _Failed(CANNOT_UNDERSTAND, f"not a readable DICOM Part-10 object: {type(exc).__name__}") from exc
-        if not (sop_class and sop_instance and study_uid and header.get("SeriesInstanceUID")):
-            raise _Failed(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                "missing SOP Class, SOP Instance, Study or Series Instance UID",
-                sop_class,
-                sop_instance,
-            )
-        if study and study_uid != study:
-            raise _Failed(
-                STUDY_UID_MISMATCH,
-                f"Study Instance UID {study_uid} differs from the target study {study}",
-                sop_class,
-                sop_instance,
-            )
-        try:
-            result = archive.store_file(path, origin, move=True)
+            result = archive.store_file(path, origin, expected_study=study, move=True)
         except errors.PergamonError as exc:
-            raise _failure_from(exc, sop_class, sop_instance) from exc
+            raise _failure_from(exc) from exc
         except OSError as exc:
             reason = OUT_OF_RESOURCES if exc.errno == errno.ENOSPC else PROCESSING_FAILURE
-            raise _Failed(reason, f"{type(exc).__name__}: {exc}", sop_class, sop_instance) from exc
+            raise _Failed(reason, f"{type(exc).__name__}: {exc}") from exc
     except _Failed as failure:
         _fail(outcome, failure, what)
         return
@@ -316,12 +298,25 @@ def _store_one(
     outcome.studies.add(result.study_uid)
 
 
+def _threads() -> ThreadPoolExecutor:
+    """The threads storing parts (created on first use, kept for the process's life)."""
+    global _store_threads
+    with _store_threads_lock:
+        if _store_threads is None:
+            _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="pergamon-stow")
+        return _store_threads
+
+
 def _failure_from(exc: errors.PergamonError, sop_class: str = "", sop_instance: str = "") -> _Failed:
-    """The Failure Reason (PS3.18 Table I.2-2) for an archive error."""
+    """The Failure Reason (PS3.18 Table I.2-2) for an archive error; UIDs default to those it names."""
+    sop_class = sop_class or exc.sop_class_uid
+    sop_instance = sop_instance or exc.sop_instance_uid
     if isinstance(exc, errors.StorageFull):
         reason = OUT_OF_RESOURCES
-    elif isinstance(exc, errors.SOPClassMismatch | errors.SOPInstanceMismatch):
+    elif isinstance(exc, errors.SOPClassMismatch | errors.SOPInstanceMismatch | errors.MissingAttribute):
         reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+    elif isinstance(exc, errors.StudyMismatch):
+        reason = STUDY_UID_MISMATCH
     elif isinstance(exc, wic.UnsupportedContent):
         reason = TRANSFER_SYNTAX_NOT_SUPPORTED
     elif isinstance(exc, errors.Invalid):
