@@ -106,6 +106,25 @@ def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
     assert set(index_instances(app.settings)) == {str(first.SOPInstanceUID), str(second.SOPInstanceUID)}
 
 
+def test_a_worker_stores_without_pixel_codecs_loaded(start_server: Callable[..., Pergamon], tmp_path: Path) -> None:
+    """Workers refuse pydicom's optional codecs (`store_workers.NOT_IN_WORKERS`); test_corpus stores every kind."""
+    app = start_server(store_workers=1)
+    workers = app.dicom.workers  # type: ignore[union-attr]
+    wait_for(lambda: workers.pids(), 60, "the store worker to start")
+    corpus = samples.ct_series(tmp_path / "ct", 2, size=64)
+    result = subprocess.run(
+        [require_tool("storescu"), "-aec", app.settings.dicom.ae_title, "127.0.0.1", str(app.settings.dicom.port),
+         *[str(s.path) for s in corpus]],
+        env=dcmtk_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert set(index_instances(app.settings)) == {s.sop_instance_uid for s in corpus}
+    [pid] = workers.pids()
+    mapped = Path(f"/proc/{pid}/maps").read_text()
+    loaded = [name for name in ("numpy", "gdcm", "openjpeg", "PIL") if name in mapped]
+    assert loaded == [], f"the store worker loaded {loaded}"
+
+
 def test_direct_loop_stores_the_same_bytes_as_pynetdicom(start_server: Callable[..., Pergamon], tmp_path: Path) -> None:
     """dcmtk storescu with 4 KiB PDUs (many PDUs and fragments per object) into both paths."""
     storescu = require_tool("storescu")

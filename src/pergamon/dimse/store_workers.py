@@ -479,5 +479,22 @@ def worker_main(channel_fd: int) -> None:
             return
 
 
+NOT_IN_WORKERS = ("numpy", "PIL", "gdcm", "openjpeg", "rle", "pylibjpeg", "requests", "tqdm")
+"""Libraries pydicom loads at import when present (pixel codecs; test-data downloads) that a worker,
+which reads headers only, never calls: ~50 MiB of a worker's ~100 MiB (benchmarks/RESULTS.md)."""
+
+
+def leave_out_unused_libraries() -> None:
+    """Make importing `NOT_IN_WORKERS` fail in this process, so pydicom treats them as absent.
+
+    A None entry in `sys.modules` is Python's documented way to refuse an import; it must run
+    before pydicom is first imported. Only the worker process does this: the main process
+    decodes pixel data (rendering, frames).
+    """
+    for name in NOT_IN_WORKERS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
+    leave_out_unused_libraries()
     worker_main(int(sys.argv[1]))
