@@ -347,3 +347,24 @@ def test_person_name_terms_use_the_name_index(archive: Any, tmp_path: Path) -> N
             plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
         assert "USING COVERING INDEX ix_patient_patient_name (patient_name>? AND patient_name<?)" in plan, plan
         assert "SCAN study" not in plan, plan
+    else:
+        plan = postgresql_plan(archive, query)
+        assert "ix_patient_patient_name" in plan and "~>=~" in plan, plan  # the prefix is an index range
+
+
+def test_accession_number_prefix_uses_its_index(archive: Any, tmp_path: Path) -> None:
+    """`A12*` finds by prefix; on PostgreSQL (collation not C) only a pattern-operator index can serve it."""
+    first = store_series(archive, tmp_path, 1, patient_id="PGM-1", accession_number="A1234")
+    store_series(archive, tmp_path, 1, patient_id="PGM-2", accession_number="B1234")
+    assert sop_uids(archive, Search(Level.IMAGE, [key("AccessionNumber", "A12*")])) == first
+    if archive.db.engine.dialect.name == "postgresql":
+        plan = postgresql_plan(archive, build_plan(Search(Level.STUDY, [key("AccessionNumber", "A12*")])).query)
+        assert "ix_study_accession_number" in plan and "~>=~" in plan, plan
+
+
+def postgresql_plan(archive: Any, query: Any) -> str:
+    """PostgreSQL's plan with sequential scans priced out: whether an index *can* serve the query, whatever the size."""
+    with archive.db.read() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        sql = str(query.compile(archive.db.engine, compile_kwargs={"literal_binds": True}))
+        return " | ".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))

@@ -57,7 +57,10 @@ patient = Table(
     Column("revision", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("patient_id", "issuer"),
 )
-Index(None, patient.c.patient_name)
+# Name and accession prefixes (`LIKE 'ROBE%'`) are matched against these indexes. PostgreSQL uses a
+# btree for LIKE only under the C collation or with the pattern operator class (which also serves
+# `=`); SQLite ignores `postgresql_ops` (its LIKE is case-sensitive by `PRAGMA case_sensitive_like`).
+Index(None, patient.c.patient_name, postgresql_ops={"patient_name": "text_pattern_ops"})
 
 study = Table(
     "study",
@@ -67,7 +70,7 @@ study = Table(
     Column("study_uid", UID, nullable=False, unique=True),
     Column("study_date", String(8), index=True),
     Column("study_time", String(13)),
-    Column("accession_number", String(64), index=True),
+    Column("accession_number", String(64)),
     Column("study_id", String(16)),
     Column("referring_physician_name", Text),
     Column("study_description", Text),
@@ -79,6 +82,7 @@ study = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+Index(None, study.c.accession_number, postgresql_ops={"accession_number": "varchar_pattern_ops"})
 
 series = Table(
     "series",
