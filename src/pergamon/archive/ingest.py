@@ -2,9 +2,9 @@
 
 The object is kept bit for bit as received: its header is read once (never the pixel data), its
 bytes are fsynced into the blob store (the flush and digest run on another thread while the
-header is read), and only then is the index row committed. A success
-returned from `store_file` therefore means durable. If anything fails after the blob was written,
-the blob is removed again, so nothing half-stored remains.
+header is read), and only then is the index row committed. A success returned from `store_file`
+therefore means durable. If anything fails after the blob was written, the blob is removed
+again, so nothing half-stored remains.
 
 References: PS3.4 Annex B (Storage Service Class); IHE RAD TF-2 RAD-8 and its siblings.
 """

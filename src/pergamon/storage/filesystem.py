@@ -61,8 +61,14 @@ class FilesystemBlobStore:
         return key
 
     def presync(self, source: Path) -> None:
-        if self.fsync:
+        if not self.fsync:
+            return
+        try:
             _fsync_path(source)
+        except OSError as exc:  # a delayed allocation can fail only now, at the flush
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left to flush {source.name}") from exc
+            raise
 
     def open(self, key: str) -> BinaryIO:
         return open(self.root / key, "rb")
