@@ -29,6 +29,7 @@ At the end the DUL is left in Sta1 and stopped, so pynetdicom's Association thre
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -46,6 +47,7 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
+from pergamon.archive import errors
 from pergamon.archive.origin import Origin
 from pergamon.dimse import fastpath, store, store_workers
 
@@ -249,7 +251,10 @@ class _Incoming:
     sop_class: str
     sop_instance: str
     fd: int
-    path: Path
+    path: Path | None
+    refused: errors.PergamonError | None = None
+    """Set when the temporary file could not be written: the data set is then read and dropped,
+    and the C-STORE refused (Out of Resources on a full disk), the association going on."""
 
 
 class Session:
@@ -380,7 +385,7 @@ class Session:
             count = self.sock.recv_into(view, min(size, CHUNK))
             if not count:
                 raise _PeerGone("connection closed in the middle of a data set")
-            _write_all(incoming.fd, view[:count])
+            self._write(incoming, view[:count])
             size -= count
         if last:
             self._store(incoming)
@@ -407,21 +412,39 @@ class Session:
         if not sop_class or not sop_instance:
             raise _Abort(ABORT_INVALID_PARAMETER, "C-STORE-RQ without Affected SOP Class or Instance UID")
         transfer_syntax = self.contexts[context_id]
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.archive.temp_dir)
+        try:
+            fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.archive.temp_dir)
+        except OSError as exc:
+            self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, -1, None, _write_error(exc))
+            return
         self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, fd, Path(name))
-        _write_all(fd, _file_header(sop_class, sop_instance, transfer_syntax))
+        self._write(self.incoming, _file_header(sop_class, sop_instance, transfer_syntax))
+
+    def _write(self, incoming: _Incoming, data: memoryview | bytes) -> None:
+        """Append to the temporary file; a failed write drops the file and marks the C-STORE refused."""
+        if incoming.refused is not None:
+            return
+        try:
+            _write_all(incoming.fd, data)
+        except OSError as exc:
+            incoming.refused = _write_error(exc)
+            _drop_file(incoming)
 
     def _store(self, incoming: _Incoming) -> None:
         """Hand the complete file to the core, then answer: success only once it is durable."""
         self.incoming = None
-        os.close(incoming.fd)
-        try:
-            status, comment = store.store_received(
-                self.archive, incoming.path, self.origin, incoming.sop_class, incoming.sop_instance
-            )
-        finally:
-            with contextlib.suppress(FileNotFoundError):  # moved into the blob store on success
-                incoming.path.unlink()
+        if incoming.refused is not None or incoming.path is None:
+            refusal = incoming.refused or errors.PergamonError("the data set was not kept")
+            status, comment = store.refuse_received(self.archive, self.origin, incoming.sop_instance, refusal)
+        else:
+            os.close(incoming.fd)
+            try:
+                status, comment = store.store_received(
+                    self.archive, incoming.path, self.origin, incoming.sop_class, incoming.sop_instance
+                )
+            finally:
+                with contextlib.suppress(FileNotFoundError):  # moved into the blob store on success
+                    incoming.path.unlink()
         self._respond(
             incoming.context_id,
             C_STORE_RSP,
@@ -462,10 +485,7 @@ class Session:
         incoming, self.incoming = self.incoming, None
         if incoming is None:
             return
-        with contextlib.suppress(OSError):
-            os.close(incoming.fd)
-        with contextlib.suppress(OSError):
-            incoming.path.unlink()
+        _drop_file(incoming)
         log.info("discarded unfinished C-STORE of %s from %s", incoming.sop_instance, self.origin.calling_ae)
 
     def _close(self) -> None:
@@ -575,6 +595,25 @@ _FILE_META_VERSION = struct.pack("<HH2sHI", 2, 0x0001, b"OB", 0, 2) + b"\x00\x01
 _FILE_META_IMPLEMENTATION = _short_element(0x0012, b"UI", _encode_ui(PYNETDICOM_IMPLEMENTATION_UID)) + _short_element(
     0x0013, b"SH", _encode_lo(PYNETDICOM_IMPLEMENTATION_VERSION)
 )
+
+
+def _write_error(exc: OSError) -> errors.PergamonError:
+    """The refusal for a received data set that could not be written to its temporary file."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.StorageFull(f"no space left to receive the data set: {exc.strerror}")
+    return errors.PergamonError(f"cannot write the received data set: {exc}")
+
+
+def _drop_file(incoming: _Incoming) -> None:
+    """Close and delete the C-STORE's temporary file, if it still has one."""
+    if incoming.fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(incoming.fd)
+        incoming.fd = -1
+    if incoming.path is not None:
+        with contextlib.suppress(OSError):
+            incoming.path.unlink()
+        incoming.path = None
 
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:

@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pynetdicom.events import Event
 
 from pergamon.archive import errors
+from pergamon.archive.events import InstanceRejectedOnIngest
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
 from pergamon.dimse.status import (
@@ -83,6 +84,17 @@ def store_received(archive: Archive, path: Path, origin: Origin, sop_class: str,
         return STORE_PROCESSING_FAILURE, f"internal error: {type(exc).__name__}"
     log.debug("stored %s (%s) from %s", result.sop_instance_uid, result.outcome.value, origin.calling_ae)
     return SUCCESS, ""
+
+
+def refuse_received(
+    archive: Archive, origin: Origin, sop_instance: str, refusal: errors.PergamonError
+) -> tuple[int, str]:
+    """A data set the door could not keep (no space for its temporary file): announced and audited as
+    a refused store, as `Archive.store_file` does; the C-STORE status and error comment."""
+    archive.bus.emit(InstanceRejectedOnIngest(sop_instance_uid=sop_instance, reason=str(refusal), origin=origin))
+    status = status_for(refusal, STORE_ERRORS, STORE_PROCESSING_FAILURE)
+    log.warning("C-STORE of %s from %s refused (0x%04X): %s", sop_instance, origin.calling_ae, status, refusal)
+    return status, str(refusal)
 
 
 def discard_unfinished_transfer(event: Event) -> None:
