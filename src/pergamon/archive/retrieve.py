@@ -98,6 +98,8 @@ class StoredInstance:
     study_uid: str
     series_uid: str
     patient_id: str
+    patient_revision: int | None = None
+    """Its patient's reconciliation count when it was located (`locate`); None: not known, look it up."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ def build_locate_query(request: RetrieveRequest) -> Select[Any]:
             study.c.study_uid,
             series.c.series_uid,
             patient.c.patient_id,
+            patient.c.revision,
         )
         .select_from(instance)
         .join(series, instance.c.series_fk == series.c.pk)
@@ -219,6 +222,7 @@ def locate(archive: Archive, request: RetrieveRequest) -> list[StoredInstance]:
             study_uid=row.study_uid,
             series_uid=row.series_uid,
             patient_id=row.patient_id,
+            patient_revision=row.revision,
         )
         for row in rows
     ]
@@ -231,12 +235,14 @@ def prepare_outgoing(archive: Archive, stored: StoredInstance) -> Path | Dataset
     "coercion on retrieve"): then a Dataset with them applied; senders handle both. Today that is
     patient reconciliation (`archive.patients`, IHE PIR): an object whose patient-level values differ
     from its patient's current ones leaves with the current ones. A patient never reconciled costs
-    one index query and the file is not opened.
+    nothing when `locate` found it so (all objects of one retrieve leave as their patient was when
+    the retrieve began), else one index query; the file is not opened.
 
     Raises:
         errors.NotFound: the stored object is missing from the blob store.
     """
-    patch = patients.outgoing_patch(archive, stored.sop_instance_uid)
+    never_reconciled = stored.patient_revision == 0
+    patch = None if never_reconciled else patients.outgoing_patch(archive, stored.sop_instance_uid)
     path = archive.blobs.path(stored.blob_key)
     if path is None:  # a store without local files: read it whole (no such store yet)
         with archive.blobs.open(stored.blob_key) as f:

@@ -7,6 +7,7 @@ what a retrieve would send (`prepare_outgoing`) and that the stored bytes never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -106,6 +107,22 @@ def test_update_renames_in_queries_and_in_what_leaves(archive: Any, tmp_path: Pa
     (row,) = history(archive, PatientKey("P1"))
     assert row["action"] == "update" and row["message_id"] == "M1"
     assert row["before"]["00100010"] == pn("DOE^J1") and row["after"]["00100010"] == pn("SILVERHEELS^JAY")
+
+
+def test_a_retrieve_sends_the_patient_as_it_was_when_it_began(archive: Any, tmp_path: Path) -> None:
+    """`locate` notes the patient's revision: objects of a retrieve that began before an update leave as
+    they were (and need no query each); the next retrieve leaves with the update; an instance the
+    index did not describe (no revision noted) is looked up."""
+    sample = put(archive, tmp_path, patient_id="P1", patient_name="DOE^J1")
+    (begun,) = locate(archive, RetrieveRequest(Level.IMAGE, {"SOPInstanceUID": (sample.sop_instance_uid,)}))
+    assert begun.patient_revision == 0
+
+    update_demographics(archive, PatientKey("P1"), {"00100010": pn("SILVERHEELS^JAY")}, message_id="M1")
+
+    assert prepare_outgoing(archive, begun) == archive.blobs.path(begun.blob_key)
+    assert str(as_sent(leaving(archive, sample.sop_instance_uid)).PatientName) == "SILVERHEELS^JAY"
+    unknown = dataclasses.replace(begun, patient_revision=None)
+    assert str(as_sent(prepare_outgoing(archive, unknown)).PatientName) == "SILVERHEELS^JAY"
 
 
 def test_update_creates_an_unknown_patient_and_later_objects_get_its_values(archive: Any, tmp_path: Path) -> None:
@@ -281,8 +298,11 @@ def test_orders_follow_their_patient(archive: Any) -> None:
     from pergamon.archive.index.schema import requested_procedure
 
     with archive.db.write() as conn:
-        conn.execute(requested_procedure.insert().values(accession_number="ACC-1", patient_id="TMP-O",
-                                                         patient_name="TEMP^ORDER", created_at=0.0, updated_at=0.0))
+        conn.execute(
+            requested_procedure.insert().values(
+                accession_number="ACC-1", patient_id="TMP-O", patient_name="TEMP^ORDER", created_at=0.0, updated_at=0.0
+            )
+        )
     merge(archive, PatientKey("REAL-O", "HOSP"), PatientKey("TMP-O"), {"00100010": pn("REAL^ORDER")})
     with archive.db.read() as conn:
         row = conn.execute(select(requested_procedure).where(requested_procedure.c.accession_number == "ACC-1")).one()
