@@ -1,8 +1,10 @@
-"""Settings of a serving process as a whole (the main `serve` process and each store worker)."""
+"""Settings and shared resources of a serving process as a whole (the main `serve` process and each store worker)."""
 
 from __future__ import annotations
 
 import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 
 def freeze_startup_objects() -> None:
@@ -16,3 +18,23 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()  # garbage from the start itself is freed, not frozen
     gc.freeze()
+
+
+class ProcessThreads:
+    """A thread pool made on first use and kept for the process's life, shared by all its callers.
+
+    For work handed off many times a second (each stored object's digest, each STOW-RS part):
+    idle threads are reused instead of a pool being built and torn down per request.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
+            return self._pool

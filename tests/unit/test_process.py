@@ -1,8 +1,9 @@
-"""A serving process freezes what it built while starting (`process.freeze_startup_objects`)."""
+"""A serving process freezes what it built while starting (`process.freeze_startup_objects`); its shared threads."""
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,3 +46,10 @@ def test_serve_freezes_once_started(settings: Settings, monkeypatch: pytest.Monk
     finally:
         app.archive.close()
     assert calls == ["start", "freeze", "stop"]
+
+
+def test_process_threads_are_made_once_and_reused() -> None:
+    threads = process.ProcessThreads(2, "pergamon-test")
+    names = {threads.pool().submit(lambda: threading.current_thread().name).result() for _ in range(20)}
+    assert threads.pool() is threads.pool()
+    assert 1 <= len(names) <= 2 and all(name.startswith("pergamon-test") for name in names)

@@ -15,8 +15,7 @@ import enum
 import hashlib
 import logging
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
@@ -32,6 +31,7 @@ from pergamon.archive.events import InstanceRejectedOnIngest, InstanceStored
 from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
 from pergamon.archive.model import ObjectRecord, split_levels
 from pergamon.archive.origin import Origin
+from pergamon.process import ProcessThreads
 
 if TYPE_CHECKING:
     from pergamon.archive.service import Archive
@@ -40,10 +40,8 @@ log = logging.getLogger(__name__)
 
 DuplicatePolicy = Literal["replace", "ignore", "reject"]
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-BLOB_THREADS = 8
-"""Digests and flushes one process runs side by side; more concurrent stores wait for a thread."""
-_BLOB_WORKERS: ThreadPoolExecutor | None = None
-_BLOB_WORKERS_LOCK = threading.Lock()
+DIGEST_THREADS = ProcessThreads(8, "pergamon-digest")
+"""Runs `_digest_and_presync`: 8 side by side per process; more concurrent stores wait for a thread."""
 
 
 class StoreOutcome(enum.Enum):
@@ -109,7 +107,7 @@ def _store_file(
     # header: hashing and the disk wait release the GIL, so an object is durable about a
     # millisecond sooner. The move into the blob store waits for the header: pydicom reads a
     # deferred (large) value again by the file's name.
-    digested = _blob_workers().submit(_digest_and_presync, archive, path, move)
+    digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move)
     try:
         with open(path, "rb") as fp:
             checked = _read_and_check(fp, expected)
@@ -223,15 +221,6 @@ def _read_and_check(fp: BinaryIO, expected: _Expected) -> _Checked:
         raise
     series_uid = str(header.SeriesInstanceUID)
     return _Checked(record, transfer_syntax, sop_class, sop_instance, study_uid, series_uid)
-
-
-def _blob_workers() -> ThreadPoolExecutor:
-    """The process's threads for `_digest_and_presync` (created on first use; idle threads are reused)."""
-    global _BLOB_WORKERS
-    with _BLOB_WORKERS_LOCK:
-        if _BLOB_WORKERS is None:
-            _BLOB_WORKERS = ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="pergamon-digest")
-        return _BLOB_WORKERS
 
 
 def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, str]:

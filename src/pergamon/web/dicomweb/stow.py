@@ -28,10 +28,8 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,7 @@ from starlette.routing import BaseRoute, Route
 from pergamon.archive import errors, wic
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
+from pergamon.process import ProcessThreads
 from pergamon.web.dicomweb.multipart_reader import MultipartError, Part, parse_content_type, read_multipart
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,8 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 MAX_METADATA = 64 << 20
 """Largest JSON metadata part read into memory."""
-STORE_THREADS = 8
-"""Parts stored at the same time over all requests (each on its own thread, in a store worker if any)."""
-_store_threads: ThreadPoolExecutor | None = None
-_store_threads_lock = threading.Lock()
+STORE_THREADS = ProcessThreads(8, "pergamon-stow")
+"""Stores parts: 8 at the same time over all requests (each in a store worker if any)."""
 
 # Failure Reason (0008,1197) values, PS3.18 Table I.2-2 (and PS3.7 C for 0111).
 OUT_OF_RESOURCES = 0xA700
@@ -194,7 +191,7 @@ def _store_part10_form(archive: Archive, parts: list[Part], study: str | None, o
 
     if len(parts) == 1:
         return store((1, parts[0]))
-    each = list(_threads().map(store, enumerate(parts, 1)))
+    each = list(STORE_THREADS.pool().map(store, enumerate(parts, 1)))
     outcome = Outcome()
     for one in each:
         outcome.stored += one.stored
@@ -296,15 +293,6 @@ def _store_one(
     )
     outcome.stored.append(item)
     outcome.studies.add(result.study_uid)
-
-
-def _threads() -> ThreadPoolExecutor:
-    """The threads storing parts (created on first use, kept for the process's life)."""
-    global _store_threads
-    with _store_threads_lock:
-        if _store_threads is None:
-            _store_threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="pergamon-stow")
-        return _store_threads
 
 
 def _failure_from(exc: errors.PergamonError, sop_class: str = "", sop_instance: str = "") -> _Failed:
