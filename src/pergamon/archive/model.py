@@ -210,7 +210,7 @@ def split_levels(ds: Dataset) -> ObjectRecord:
         Level.SERIES: record.series,
         Level.IMAGE: record.instance,
     }
-    ascii_vrs = _ASCII_VRS if config.datetime_conversion else _ASCII_VRS | _DATE_TIME_VRS
+    ascii_vrs = ascii_json_vrs()
     for tag, raw in list(ds.items()):
         if tag.group in (0x0002, 0xFFFE) or tag.group & 1:
             continue  # file meta, delimiters and private attributes are not indexed
@@ -222,15 +222,12 @@ def split_levels(ds: Dataset) -> ObjectRecord:
         level, key = info
         target = by_level[level]
         if isinstance(raw, RawDataElement) and raw.VR in ascii_vrs and isinstance(raw.value, bytes):
-            # pydicom's own decoding of these VRs (values.convert_UI / convert_string) without its per-element cost
-            values = raw.value.decode(default_encoding).rstrip(" \x00").split("\\")
-            text = "\\".join(values)
-            target.attrs[f"{tag:08X}"] = {"vr": raw.VR, "Value": values} if text else {"vr": raw.VR}
+            target.attrs[f"{tag:08X}"], text = ascii_json(raw)
             if key is not None:
-                target.columns[key.column] = normalize(key.vr, text or None)
+                target.columns[key.column] = normalize(key.vr, text)
             continue
         if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-            fast, text = _plain_json(raw)
+            fast, text = plain_json(raw)
             if fast is not None:
                 target.attrs[f"{tag:08X}"] = fast
                 if key is not None:
@@ -303,7 +300,22 @@ def element_json(elem: DataElement) -> dict[str, Any] | None:
     return encoded
 
 
-def _plain_json(raw: RawDataElement) -> tuple[dict[str, Any] | None, str | None]:
+def ascii_json_vrs() -> frozenset[str]:
+    """The VRs `ascii_json` serves: AS, CS, UI, and DA / TM while pydicom keeps those as text."""
+    return _ASCII_VRS if config.datetime_conversion else _ASCII_VRS | _DATE_TIME_VRS
+
+
+def ascii_json(raw: RawDataElement) -> tuple[dict[str, Any], str | None]:
+    """DICOM JSON and text of an element of `ascii_json_vrs` from its bytes, as pydicom would make them.
+
+    pydicom's own decoding of these VRs (values.convert_UI / convert_string) without its per-element cost.
+    """
+    values = raw.value.decode(default_encoding).rstrip(" \x00").split("\\")
+    text = "\\".join(values)
+    return ({"vr": raw.VR, "Value": values} if text else {"vr": raw.VR}), text or None
+
+
+def plain_json(raw: RawDataElement) -> tuple[dict[str, Any] | None, str | None]:
     """DICOM JSON and text of a number or plain-ASCII text element from its bytes; (None, None): use pydicom.
 
     These are the elements of a typical image header that pydicom's per-element conversion made

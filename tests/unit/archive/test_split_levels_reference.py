@@ -131,7 +131,7 @@ def test_numbers_read_from_their_bytes_equal_pydicom(tmp_path: Path, little_endi
     "charset", ["", "ISO_IR 192", "ISO 2022 IR 6\\ISO 2022 IR 87"], ids=["default", "utf-8", "iso-2022"]
 )
 def test_text_read_from_its_bytes_equals_pydicom(tmp_path: Path, charset: str) -> None:
-    """Names, IDs and descriptions take `_plain_json`'s short cut when plain ASCII; anything else stays with pydicom."""
+    """Names, IDs and descriptions take `plain_json`'s short cut when plain ASCII; anything else stays with pydicom."""
     from pydicom.dataelem import DataElement
 
     ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", seed=4)

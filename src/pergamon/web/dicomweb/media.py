@@ -32,10 +32,12 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.valuerep import PersonName
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+
+from pergamon.archive.model import ascii_json, ascii_json_vrs, plain_json
 
 TagPath = tuple[int, ...]
 """Where an element sits: its tag, preceded for an element inside sequence items by each enclosing
@@ -117,10 +119,15 @@ def to_json(
     ``ISO_IR 192`` since the JSON text is Unicode.
     """
     out: dict[str, Any] = {}
-    for elem in ds:
-        tag = int(elem.tag)
+    # By tag, not `for elem in ds`: iterating a Dataset converts every raw element first.
+    for tag in sorted(int(t) for t in ds.keys()):  # noqa: SIM118
         if tag & 0xFFFF == 0 or tag >> 16 == 0x0002:
             continue
+        plain = _plain_raw(ds.get_item(tag))
+        if plain is not None:
+            out[f"{tag:08X}"] = plain
+            continue
+        elem = ds[tag]
         vr = vr_of(elem)
         entry: dict[str, Any] = {"vr": vr}
         path = (*_path, tag)
@@ -166,6 +173,19 @@ def from_index_json(elements: Mapping[str, Any]) -> dict[str, Any]:
 
 _PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
 _PLAIN_INT_VRS = frozenset({"IS", "SL", "SS", "UL", "US"})
+
+
+def _plain_raw(raw: Any) -> dict[str, Any] | None:
+    """`to_json`'s form of a plain text or integer element still in its file bytes; None: convert it.
+
+    pydicom's conversion of each raw element was most of the time of an uncached WADO-RS metadata
+    request; `model.ascii_json` and `model.plain_json` read these straight from the bytes (held
+    equal to pydicom over the sample corpus), and `_plain_index_element` puts them in `to_json`'s form.
+    """
+    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes) or raw.tag == 0x00080005:
+        return None
+    encoded, _text = ascii_json(raw) if raw.VR in ascii_json_vrs() else plain_json(raw)
+    return _plain_index_element(f"{int(raw.tag):08X}", encoded) if encoded is not None else None
 
 
 def _plain_index_element(key: str, element: Mapping[str, Any]) -> dict[str, Any] | None:
