@@ -146,6 +146,7 @@ _MAX_ELEMENT_JSON = 8192
 # VRs pydicom decodes as plain ASCII whatever the character set, so `split_levels` reads them from the raw bytes.
 _ASCII_VRS = frozenset({"AS", "CS", "UI"})
 _DATE_TIME_VRS = frozenset({"DA", "TM"})  # ... and these too unless pydicom turns them into date / time objects
+_ASCII_AND_DATE_TIME_VRS = _ASCII_VRS | _DATE_TIME_VRS
 # Text VRs decoded with the Specific Character Set: read from the raw bytes too when those are plain
 # ASCII with no escape sequence, which every character set PS3.3 C.12.1.1.2 allows decodes alike.
 _MULTI_TEXT_VRS = frozenset({"SH", "LO", "UC"})  # backslash separates values, each right-stripped
@@ -302,7 +303,7 @@ def element_json(elem: DataElement) -> dict[str, Any] | None:
 
 def ascii_json_vrs() -> frozenset[str]:
     """The VRs `ascii_json` serves: AS, CS, UI, and DA / TM while pydicom keeps those as text."""
-    return _ASCII_VRS if config.datetime_conversion else _ASCII_VRS | _DATE_TIME_VRS
+    return _ASCII_VRS if config.datetime_conversion else _ASCII_AND_DATE_TIME_VRS  # asked per element: no new set
 
 
 def ascii_json(raw: RawDataElement) -> tuple[dict[str, Any], str | None]:
