@@ -7,7 +7,9 @@ exits. Every receiver starts empty for each run; targets alternate within a roun
 shared machine hits them alike. Pergamon runs as `pergamon serve` with fsync on (the default).
 
 Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [--rounds 2]
-       [--targets pergamon-sqlite,pergamon-postgresql,orthanc,storescp]
+       [--targets pergamon-sqlite,pergamon-postgresql,orthanc,storescp] [--small STUDIES]
+`--small` sends the query benchmark's tiny instances instead (STUDIES studies of 10, whole studies per
+association, as its loader does): the per-object cost without the bytes.
 A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches),
 one ending in `-inproc` without store worker processes;
 `pergamon-sqlite-base` / `pergamon-postgresql-base` run the sources in $BENCH_BASE_SRC (e.g. a `git archive`
@@ -125,6 +127,7 @@ class Receiver:
                     "--subprocesses",
                     "-f",
                     "raw",
+                    *os.environ.get("BENCH_PYSPY_ARGS", "").split(),  # e.g. "--gil --rate 200"
                     "-o",
                     os.environ["BENCH_PYSPY"],
                     "--",
@@ -179,9 +182,25 @@ class Receiver:
             admin.dispose()
 
 
-def send(port: int, files: list[Path], k: int) -> float:
-    """Wall seconds for K storescu processes (one association each) to send all files."""
-    parts = [files[i::k] for i in range(k)]
+def make_small(n_studies: int) -> list[list[Path]]:
+    """The query benchmark's tiny instances, as the 8 folders (whole studies each) it loads them from."""
+    import data
+
+    folder = Path(tempfile.gettempdir()) / f"pergamon-ingest-bench-small-{n_studies}"
+    data.small_studies(folder, n_studies)
+    return [sorted(part.iterdir()) for part in sorted(folder.glob("part-*"))]
+
+
+def split(files: list[Path] | list[list[Path]], k: int) -> list[list[Path]]:
+    """K lists to send side by side: slices alternate, folders of whole studies are dealt out whole."""
+    if files and isinstance(files[0], list):
+        folders: list[list[Path]] = files  # type: ignore[assignment]
+        return [[f for folder in folders[i::k] for f in folder] for i in range(k)]
+    return [files[i::k] for i in range(k)]  # type: ignore[misc]
+
+
+def send(port: int, parts: list[list[Path]]) -> float:
+    """Wall seconds for one storescu process (one association) per part to send all files."""
     start = time.monotonic()
     procs = [
         subprocess.Popen(
@@ -210,8 +229,10 @@ def main() -> None:
     parser.add_argument("--assocs", default="1,4")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--targets", default="pergamon-sqlite,orthanc,storescp")
+    parser.add_argument("--small", type=int, default=0, metavar="STUDIES")
     args = parser.parse_args()
-    files = make_data(args.n)
+    files: list[Path] | list[list[Path]] = make_small(args.small) if args.small else make_data(args.n)
+    count = sum(len(part) for part in split(files, 1))
     targets = args.targets.split(",")
     assocs = [int(a) for a in args.assocs.split(",")]
     rates: dict[tuple[str, int], list[float]] = {}
@@ -225,17 +246,17 @@ def main() -> None:
                     try:
                         cpu0 = receiver.cpu_seconds()
                         main0 = receiver.main_cpu_seconds()
-                        elapsed = send(receiver.port, files, k)
+                        elapsed = send(receiver.port, split(files, k))
                         cpu = receiver.cpu_seconds() - cpu0
                         main_cpu = receiver.main_cpu_seconds() - main0
                     finally:
                         receiver.stop()
-                rate = len(files) / elapsed
+                rate = count / elapsed
                 rates.setdefault((target, k), []).append(rate)
-                cpus.setdefault((target, k), []).append(cpu * 1000 / len(files))
+                cpus.setdefault((target, k), []).append(cpu * 1000 / count)
                 print(
                     f"round {rnd + 1} {target:22s} {k} assoc: {rate:7.1f} inst/s, receiver CPU "
-                    f"{cpu * 1000 / len(files):5.2f} ms/inst ({main_cpu * 1000 / len(files):5.2f} in the main process)",
+                    f"{cpu * 1000 / count:5.2f} ms/inst ({main_cpu * 1000 / count:5.2f} in the main process)",
                     flush=True,
                 )
     print("\nmedians (inst/s):")
