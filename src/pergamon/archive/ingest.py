@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_dataset, read_preamble
 from pydicom.uid import UID
@@ -29,7 +30,7 @@ from pydicom.uid import UID
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceRejectedOnIngest, InstanceStored
 from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
-from pergamon.archive.model import ObjectRecord, split_levels
+from pergamon.archive.model import LevelRecord, ObjectRecord, split_levels
 from pergamon.archive.origin import Origin
 from pergamon.process import ProcessThreads
 
@@ -187,22 +188,31 @@ class _Expected(NamedTuple):
 
 def _read_and_check(fp: BinaryIO, expected: _Expected) -> _Checked:
     """Read the header (never the pixel data) and check it; raises the error that refuses the object."""
+    header, transfer_syntax = _read_header(fp)
     try:
-        header = dcmread(fp, stop_before_pixels=True, defer_size=1024)
+        # Before `split_levels`: the check reads the header elements' recorded lengths, which
+        # converting an element drops.
+        _check_complete(fp, UID(transfer_syntax), header)
+    except errors.PergamonError as exc:
+        exc.about(*_uids_of(header))
+        raise
+    try:
         record = split_levels(header)
-        transfer_syntax = str(header.file_meta.TransferSyntaxUID)
-    except InvalidDicomError as exc:  # pydicom's text ends with advice about its own API ("force=True")
-        raise errors.InvalidDataset("not a readable DICOM object: not a Part-10 file (no 'DICM' prefix)") from exc
-    except (ValueError, KeyError, AttributeError, EOFError, OSError, LookupError) as exc:
-        raise errors.InvalidDataset(f"not a readable DICOM object: {exc}") from exc
-    except Exception as exc:  # pydicom raises many kinds on corrupt input; all mean "unreadable"
-        raise errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise _unreadable(exc) from exc
 
-    sop_class = str(header.get("SOPClassUID", ""))
-    sop_instance = str(header.get("SOPInstanceUID", ""))
+    # The UIDs as `split_levels` rendered them from the raw bytes: asking pydicom for them again
+    # converts each one (a tenth of the header's cost for a small object).
+    sop_class = _json_text(record.instance, 0x00080016)
+    sop_instance = _json_text(record.instance, 0x00080018)
+    study_uid = _json_text(record.study, 0x0020000D)
+    series_uid = _json_text(record.series, 0x0020000E)
     try:
-        _check_complete(fp, UID(transfer_syntax), header.original_encoding)
-        missing = [kw for kw in _REQUIRED if not header.get(kw)]
+        missing = [
+            keyword
+            for keyword, value in zip(_REQUIRED, (sop_class, sop_instance, study_uid, series_uid), strict=True)
+            if not value
+        ]
         if missing:
             raise errors.MissingAttribute(f"missing required attribute(s): {', '.join(missing)}")
         if expected.sop_class and sop_class != expected.sop_class:
@@ -213,14 +223,44 @@ def _read_and_check(fp: BinaryIO, expected: _Expected) -> _Checked:
             raise errors.SOPInstanceMismatch(
                 f"SOP Instance UID differs from the command's: data set {sop_instance}, command {expected.sop_instance}"
             )
-        study_uid = str(header.StudyInstanceUID)
         if expected.study and study_uid != expected.study:
             raise errors.StudyMismatch(f"Study Instance UID {study_uid} differs from the target study {expected.study}")
     except errors.PergamonError as exc:
         exc.about(sop_class, sop_instance)
         raise
-    series_uid = str(header.SeriesInstanceUID)
     return _Checked(record, transfer_syntax, sop_class, sop_instance, study_uid, series_uid)
+
+
+def _read_header(fp: BinaryIO) -> tuple[FileDataset, str]:
+    """The object's header up to its pixel data (values over 1 KiB left in the file) and its transfer syntax."""
+    try:
+        header = dcmread(fp, stop_before_pixels=True, defer_size=1024)
+        return header, str(header.file_meta.TransferSyntaxUID)
+    except Exception as exc:
+        raise _unreadable(exc) from exc
+
+
+def _unreadable(exc: Exception) -> errors.InvalidDataset:
+    """The refusal of an object pydicom could not read (it raises many kinds on corrupt input)."""
+    if isinstance(exc, InvalidDicomError):  # pydicom's text ends with advice about its own API ("force=True")
+        return errors.InvalidDataset("not a readable DICOM object: not a Part-10 file (no 'DICM' prefix)")
+    if isinstance(exc, (ValueError, KeyError, AttributeError, EOFError, OSError, LookupError)):
+        return errors.InvalidDataset(f"not a readable DICOM object: {exc}")
+    return errors.InvalidDataset(f"not a readable DICOM object: {type(exc).__name__}: {exc}")
+
+
+def _json_text(level: LevelRecord, tag: int) -> str:
+    """The (backslash-joined) string value of one element of a level's DICOM JSON; "" when absent or empty."""
+    values = level.attrs.get(f"{tag:08X}", {}).get("Value")
+    return "\\".join(str(value) for value in values) if values else ""
+
+
+def _uids_of(header: FileDataset) -> tuple[str, str]:
+    """SOP Class and Instance UID of a header that failed a check, for the refusal's audit; "" if unreadable."""
+    try:
+        return str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", ""))
+    except Exception:  # the header is already known to be bad; its UIDs only name it
+        return "", ""
 
 
 def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, str]:
@@ -234,36 +274,32 @@ def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, 
     return _size_and_digest(path)
 
 
-def _check_complete(fp: BinaryIO, transfer_syntax: UID, encoding: tuple[bool | None, bool | None]) -> None:
+def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: FileDataset) -> None:
     """Raise InvalidDataset when the file ends inside a top-level data element.
 
     pydicom reads a file that was cut short (an interrupted copy, a full disk, a sender whose
     Pixel Data length lies) without complaint, and the header read stops before the pixel data,
-    so without this walk a truncated object would be stored as if whole. Values are skipped with
-    seeks, never read, so memory stays flat for any size. Deflated data sets are not walked (the
-    zlib stream would have to be inflated).
+    so without this check a truncated object would be stored as if whole. The header's elements
+    are checked from the lengths the header read recorded; the rest of the file (pixel data and
+    anything after it) is walked with seeks, never read, so memory stays flat for any size.
+    Deflated data sets are not walked (the zlib stream would have to be inflated).
     """
-    implicit_vr, little_endian = encoding
+    implicit_vr, little_endian = header.original_encoding
     if (transfer_syntax.is_transfer_syntax and transfer_syntax.is_deflated) or implicit_vr is None:
         return
     size = os.fstat(fp.fileno()).st_size
     try:
-        fp.seek(0)
-        read_preamble(fp, False)
-        read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
-        end_of_last = fp.tell()
+        start = _end_of_header(header, size)
+        if start is None:  # where the header ends is not recorded: walk the data set from its start
+            fp.seek(0)
+            read_preamble(fp, False)
+            read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
+            start = fp.tell()
+        fp.seek(start)
+        end_of_last = start
         for elem in data_element_generator(fp, implicit_vr, bool(little_endian), defer_size=256):
-            short = (
-                isinstance(elem, RawDataElement)
-                and elem.value is not None
-                and elem.length != 0xFFFFFFFF
-                and len(elem.value) < elem.length
-            )
-            if short or fp.tell() > size:
-                detail = ""
-                if isinstance(elem, RawDataElement):
-                    detail = f" ({elem.length} bytes declared, {max(size - elem.value_tell, 0)} present)"
-                raise errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
+            if (isinstance(elem, RawDataElement) and _cut_short(elem, size)) or fp.tell() > size:
+                raise _truncated(elem, size)
             end_of_last = fp.tell()
         if end_of_last < size:  # pydicom stops quietly at fewer than 8 bytes
             raise errors.InvalidDataset(f"truncated file: {size - end_of_last} byte(s) after the last element")
@@ -271,6 +307,38 @@ def _check_complete(fp: BinaryIO, transfer_syntax: UID, encoding: tuple[bool | N
         raise
     except Exception as exc:  # a cut inside an element header or a delimited value
         raise errors.InvalidDataset(f"truncated or corrupt file: {type(exc).__name__}: {exc}") from exc
+
+
+def _end_of_header(header: FileDataset, size: int) -> int | None:
+    """Where the header's last element ends in the file, after checking each one is whole.
+
+    None when an element's extent was not recorded (an undefined length, a value already
+    converted): the caller then walks the whole data set instead.
+    """
+    end = None
+    for elem in header.values():  # the raw elements as read: nothing is converted or read here
+        if not isinstance(elem, RawDataElement) or elem.length == 0xFFFFFFFF:
+            return None
+        if _cut_short(elem, size):
+            raise _truncated(elem, size)
+        end = max(end or 0, elem.value_tell + elem.length)
+    return end
+
+
+def _cut_short(elem: RawDataElement, size: int) -> bool:
+    """Whether a defined-length element's value runs past the file's end (read: fewer bytes than declared)."""
+    if elem.length == 0xFFFFFFFF:
+        return False
+    if elem.value is None:  # deferred: only its place in the file is known
+        return elem.value_tell + elem.length > size
+    return len(elem.value) < elem.length
+
+
+def _truncated(elem: RawDataElement | DataElement, size: int) -> errors.InvalidDataset:
+    detail = ""
+    if isinstance(elem, RawDataElement):
+        detail = f" ({elem.length} bytes declared, {max(size - elem.value_tell, 0)} present)"
+    return errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
 
 
 def _size_and_digest(path: Path) -> tuple[int, str]:
