@@ -8,12 +8,13 @@ row's lock first and makes the recomputation see every committed sibling.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Executable, Integer, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pergamon.archive.index.schema import instance, patient, series, study
@@ -79,7 +80,7 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
         now,
     )
     if new_study:
-        conn.execute(update(patient).where(patient.c.pk == patient_pk).values(num_studies=patient.c.num_studies + 1))
+        conn.execute(_BUMP_PATIENT, {"row_pk": patient_pk})
     series_pk, new_series = _ensure_row_flag(
         conn,
         series,
@@ -92,31 +93,9 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
     if replaced is not None:
         _remove_instance_row(conn, replaced)
 
-    conn.execute(
-        instance.insert().values(
-            **record.instance.columns,
-            series_fk=series_pk,
-            transfer_syntax=blob.transfer_syntax,
-            blob_key=blob.key,
-            size=blob.size,
-            sha256=blob.sha256,
-            attrs=json.dumps(record.instance.attrs),
-            origin=json.dumps(origin),
-            created_at=now,
-        )
-    )
-    conn.execute(
-        update(series).where(series.c.pk == series_pk).values(num_instances=series.c.num_instances + 1, updated_at=now)
-    )
-    conn.execute(
-        update(study)
-        .where(study.c.pk == study_pk)
-        .values(
-            num_instances=study.c.num_instances + 1,
-            num_series=study.c.num_series + (1 if new_series else 0),
-            updated_at=now,
-        )
-    )
+    _insert_instance(conn, record, blob, origin, series_pk, now)
+    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
+    conn.execute(_BUMP_STUDY_AND_SERIES, {"row_pk": study_pk, "row_now": now, "row_new_series": int(new_series)})
     _refresh_study_summary(conn, study_pk, record.instance.columns["sop_class_uid"], new_series)
     if replaced is not None:
         _drop_empty_parents(conn, replaced.series_fk)
@@ -153,6 +132,17 @@ _KNOWN_SERIES = (
 )
 _FIND_INSTANCE = select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(
     instance.c.sop_uid == bindparam("sop_uid")
+)
+_INSERT_INSTANCE = instance.insert()
+_BUMP_PATIENT = update(patient).where(patient.c.pk == bindparam("row_pk")).values(num_studies=patient.c.num_studies + 1)
+_BUMP_STUDY_AND_SERIES = (
+    update(study)
+    .where(study.c.pk == bindparam("row_pk"))
+    .values(
+        num_instances=study.c.num_instances + 1,
+        num_series=study.c.num_series + bindparam("row_new_series", type_=Integer),
+        updated_at=bindparam("row_now"),
+    )
 )
 _BUMP_SERIES = (
     update(series)
@@ -197,8 +187,25 @@ def _add_to_known_series(
     replaced = ExistingInstance(row.pk, row.blob_key, row.series_fk) if row else None
     if replaced is not None:
         _remove_instance_row(conn, replaced)
+    _insert_instance(conn, record, blob, origin, series_pk, now)
+    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
+    current = conn.execute(_BUMP_STUDY, {"row_pk": study_pk, "row_now": now}).scalar_one()
+    sop_class = record.instance.columns["sop_class_uid"]
+    classes = set(current.split("\\")) if current else set()
+    if sop_class not in classes:
+        conn.execute(
+            update(study).where(study.c.pk == study_pk).values(sop_classes="\\".join(sorted(classes | {sop_class})))
+        )
+    if replaced is not None:
+        _drop_empty_parents(conn, replaced.series_fk)
+    return replaced.blob_key if replaced else None
+
+
+def _insert_instance(
+    conn: Connection, record: ObjectRecord, blob: BlobInfo, origin: dict[str, Any], series_pk: int, now: float
+) -> None:
     conn.execute(
-        instance.insert(),
+        _INSERT_INSTANCE,
         {
             **record.instance.columns,
             "series_fk": series_pk,
@@ -211,17 +218,6 @@ def _add_to_known_series(
             "created_at": now,
         },
     )
-    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
-    current = conn.execute(_BUMP_STUDY, {"row_pk": study_pk, "row_now": now}).scalar_one()
-    sop_class = record.instance.columns["sop_class_uid"]
-    classes = set(current.split("\\")) if current else set()
-    if sop_class not in classes:
-        conn.execute(
-            update(study).where(study.c.pk == study_pk).values(sop_classes="\\".join(sorted(classes | {sop_class})))
-        )
-    if replaced is not None:
-        _drop_empty_parents(conn, replaced.series_fk)
-    return replaced.blob_key if replaced else None
 
 
 def remove_instance(conn: Connection, sop_uid: str) -> str | None:
@@ -295,19 +291,28 @@ def _ensure_row_flag(
     conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], now: float
 ) -> tuple[int, bool]:
     """Insert the row unless one with `key` exists; return its pk and whether it was created."""
-    dialect = conn.dialect.name
+    names = tuple(key)
     row = {**values, **key, "created_at": now, "updated_at": now}
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert_fn(table).values(**row).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.pk)
-    )
     # RETURNING yields a row only when the insert happened (rowcount is -1 with psycopg here).
-    inserted = conn.execute(statement).scalar_one_or_none()
+    inserted = conn.execute(_insert_if_absent(conn.dialect.name, table, names), row).scalar_one_or_none()
     if inserted is not None:
         return int(inserted), True
-    pk = conn.execute(select(table.c.pk).where(*(table.c[k] == v for k, v in key.items()))).scalar_one()
-    created = False
-    return pk, created
+    return int(conn.execute(_pk_by(table, names), key).scalar_one()), False
+
+
+# Built once per table (and dialect) and reused: SQLAlchemy then finds its compiled form without
+# recomputing the statement's cache key, a good part of a statement's cost on this path.
+@functools.cache
+def _insert_if_absent(dialect: str, table: Table, key: tuple[str, ...]) -> Executable:
+    """INSERT of the parameters' columns, doing nothing when a row with the same `key` exists; RETURNING its pk."""
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_fn(table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c.pk)
+
+
+@functools.cache
+def _pk_by(table: Table, key: tuple[str, ...]) -> Executable:
+    """SELECT of the pk of the row whose `key` columns equal the same-named parameters."""
+    return select(table.c.pk).where(*(table.c[name] == bindparam(name) for name in key))
 
 
 def counts(conn: Connection) -> dict[str, int]:
