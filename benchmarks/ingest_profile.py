@@ -79,6 +79,7 @@ class Receiver:
         self.target = target
         self.work = work
         self.port = free_port()
+        self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.schema: str | None = None
         self.orthanc = None
@@ -93,7 +94,7 @@ class Receiver:
             from interop.orthanc import OrthancServer
 
             self.orthanc = OrthancServer(
-                "/usr/sbin/Orthanc", self.work / "orthanc", dicom_port=self.port, http_port=free_port(), modalities={}
+                "/usr/sbin/Orthanc", self.work / "orthanc", dicom_port=self.port, http_port=self.http_port, modalities={}
             )
             self.orthanc.start()
             return
@@ -101,7 +102,7 @@ class Receiver:
             env = {
                 **ENV,
                 "PERGAMON_DICOM_PORT": str(self.port),
-                "PERGAMON_HTTP_PORT": str(free_port()),
+                "PERGAMON_HTTP_PORT": str(self.http_port),
                 "PERGAMON_HL7_PORT": str(free_port()),
                 "PERGAMON_AUDIT_REPOSITORY_UDP_PORT": str(free_port()),
                 "PERGAMON_AUDIT_REPOSITORY_TLS_PORT": str(free_port()),
