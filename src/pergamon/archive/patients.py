@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
-from sqlalchemy import Connection, Row, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pergamon.archive import errors
@@ -398,6 +398,21 @@ def _history(
 # --- reading the history -------------------------------------------------------------------------
 
 
+_history = patient_history.c
+# The newest history row naming a key as itself or as the prior key; built once (ingest asks for every new series).
+_LAST_HISTORY_OF = (
+    select(_history.patient_id, _history.issuer, _history.prior_patient_id, _history.prior_issuer)
+    .where(
+        or_(
+            and_(_history.patient_id == bindparam("key_id"), _history.issuer == bindparam("key_issuer")),
+            and_(_history.prior_patient_id == bindparam("key_id"), _history.prior_issuer == bindparam("key_issuer")),
+        )
+    )
+    .order_by(_history.pk.desc())
+    .limit(1)
+)
+
+
 def current_key(conn: Connection, key: PatientKey, *, max_hops: int = 16) -> PatientKey:
     """The patient `key` became through merges and identifier changes; `key` itself when it did not.
 
@@ -405,13 +420,8 @@ def current_key(conn: Connection, key: PatientKey, *, max_hops: int = 16) -> Pat
     (ihe-radiology.md 3.2 check 4, dcm4chee's behaviour). A key that was created or updated
     again after it was merged away stands for itself.
     """
-    h = patient_history.c
     for _ in range(max_hops):
-        named = or_(and_(h.patient_id == key.patient_id, h.issuer == key.issuer),
-                    and_(h.prior_patient_id == key.patient_id, h.prior_issuer == key.issuer))  # fmt: skip
-        last = conn.execute(
-            select(h.patient_id, h.issuer, h.prior_patient_id, h.prior_issuer).where(named).order_by(h.pk.desc())
-        ).first()
+        last = conn.execute(_LAST_HISTORY_OF, {"key_id": key.patient_id, "key_issuer": key.issuer}).first()
         if last is None or (last.prior_patient_id, last.prior_issuer) != (key.patient_id, key.issuer):
             return key
         if (last.patient_id, last.issuer) == (key.patient_id, key.issuer):

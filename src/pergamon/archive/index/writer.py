@@ -259,15 +259,19 @@ def _drop_empty_parents(conn: Connection, series_pk: int) -> None:
         conn.execute(delete(patient).where(patient.c.pk == study_row.patient_fk))
 
 
+_MODALITIES_IN_STUDY = (
+    select(series.c.modality).where(series.c.study_fk == bindparam("row_pk"), series.c.modality.is_not(None)).distinct()
+)
+_SOP_CLASSES_IN_STUDY = select(study.c.sop_classes).where(study.c.pk == bindparam("row_pk"))
+
+
 def _refresh_study_summary(conn: Connection, study_pk: int, sop_class: str | None, series_changed: bool) -> None:
     """Keep Modalities in Study and SOP Classes in Study (PS3.4 C.6.2.1.2) current."""
     values: dict[str, Any] = {}
     if series_changed:
-        modalities = conn.execute(
-            select(series.c.modality).where(series.c.study_fk == study_pk, series.c.modality.is_not(None)).distinct()
-        ).scalars()
+        modalities = conn.execute(_MODALITIES_IN_STUDY, {"row_pk": study_pk}).scalars()
         values["modalities"] = "\\".join(sorted(m for m in modalities if m)) or None
-    current = conn.execute(select(study.c.sop_classes).where(study.c.pk == study_pk)).scalar_one_or_none()
+    current = conn.execute(_SOP_CLASSES_IN_STUDY, {"row_pk": study_pk}).scalar_one_or_none()
     known = set(current.split("\\")) if current else set()
     if sop_class is None:
         classes = conn.execute(
