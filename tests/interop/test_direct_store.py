@@ -107,7 +107,11 @@ def test_storage_only_associations_take_the_direct_loop_and_others_do_not(
 
 
 def test_a_worker_stores_without_pixel_codecs_loaded(start_server: Callable[..., Pergamon], tmp_path: Path) -> None:
-    """Workers refuse pydicom's optional codecs (`store_workers.NOT_IN_WORKERS`); test_corpus stores every kind."""
+    """Workers refuse pydicom's optional codecs (`store_workers.NOT_IN_WORKERS`); test_corpus stores every kind.
+
+    Nor do they import Alembic, which only the main process needs (to migrate): its Mako brings
+    MarkupSafe's compiled speedups, the one trace of it in a worker's memory map.
+    """
     app = start_server(store_workers=1)
     workers = app.dicom.workers  # type: ignore[union-attr]
     wait_for(lambda: workers.pids(), 60, "the store worker to start")
@@ -121,7 +125,7 @@ def test_a_worker_stores_without_pixel_codecs_loaded(start_server: Callable[...,
     assert set(index_instances(app.settings)) == {s.sop_instance_uid for s in corpus}
     [pid] = workers.pids()
     mapped = Path(f"/proc/{pid}/maps").read_text()
-    loaded = [name for name in ("numpy", "gdcm", "openjpeg", "PIL") if name in mapped]
+    loaded = [name for name in ("numpy", "gdcm", "openjpeg", "PIL", "markupsafe") if name in mapped]
     assert loaded == [], f"the store worker loaded {loaded}"
 
 

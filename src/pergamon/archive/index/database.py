@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -65,6 +63,11 @@ class Database:
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest Alembic revision (creating it on an empty database)."""
+        # Imported here: only the main process migrates, and Alembic (with Mako and Pygments) is
+        # ~12 MiB of each store worker's memory otherwise.
+        from alembic import command
+        from alembic.config import Config
+
         with self.engine.begin() as conn:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
