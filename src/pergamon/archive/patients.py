@@ -398,17 +398,26 @@ def _history(
 # --- reading the history -------------------------------------------------------------------------
 
 
-_history = patient_history.c
 # The newest history row naming a key as itself or as the prior key; built once (ingest asks for every new series).
 _LAST_HISTORY_OF = (
-    select(_history.patient_id, _history.issuer, _history.prior_patient_id, _history.prior_issuer)
+    select(
+        patient_history.c.patient_id,
+        patient_history.c.issuer,
+        patient_history.c.prior_patient_id,
+        patient_history.c.prior_issuer,
+    )
     .where(
         or_(
-            and_(_history.patient_id == bindparam("key_id"), _history.issuer == bindparam("key_issuer")),
-            and_(_history.prior_patient_id == bindparam("key_id"), _history.prior_issuer == bindparam("key_issuer")),
+            and_(
+                patient_history.c.patient_id == bindparam("key_id"), patient_history.c.issuer == bindparam("key_issuer")
+            ),
+            and_(
+                patient_history.c.prior_patient_id == bindparam("key_id"),
+                patient_history.c.prior_issuer == bindparam("key_issuer"),
+            ),
         )
     )
-    .order_by(_history.pk.desc())
+    .order_by(patient_history.c.pk.desc())
     .limit(1)
 )
 
