@@ -310,19 +310,26 @@ def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: FileDataset) -> 
 
 
 def _end_of_header(header: FileDataset, size: int) -> int | None:
-    """Where the header's last element ends in the file, after checking each one is whole.
+    """Where the header's last element ends in the file, after checking each element is whole.
 
-    None when an element's extent was not recorded (an undefined length, a value already
-    converted): the caller then walks the whole data set instead.
+    An element pydicom already converted (Specific Character Set, read at once) or one of
+    undefined length has no recorded extent; the elements after it show it is whole. When such
+    an element is the last one, None: the caller then walks the whole data set instead.
     """
-    end = None
+    end, last_is_known = 0, False
     for elem in header.values():  # the raw elements as read: nothing is converted or read here
-        if not isinstance(elem, RawDataElement) or elem.length == 0xFFFFFFFF:
+        if isinstance(elem, RawDataElement) and elem.length != 0xFFFFFFFF:
+            if _cut_short(elem, size):
+                raise _truncated(elem, size)
+            if elem.value_tell + elem.length > end:
+                end, last_is_known = elem.value_tell + elem.length, True
+            continue
+        where = getattr(elem, "file_tell", None)
+        if where is None:
             return None
-        if _cut_short(elem, size):
-            raise _truncated(elem, size)
-        end = max(end or 0, elem.value_tell + elem.length)
-    return end
+        if where >= end:
+            end, last_is_known = where, False
+    return end if last_is_known else None
 
 
 def _cut_short(elem: RawDataElement, size: int) -> bool:
