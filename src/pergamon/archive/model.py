@@ -205,32 +205,23 @@ class ObjectRecord:
 def split_levels(ds: Dataset) -> ObjectRecord:
     """Split a header (read without pixel data) into the four levels' columns and JSON attributes."""
     record = ObjectRecord(LevelRecord(), LevelRecord(), LevelRecord(), LevelRecord())
-    by_level = {
-        Level.PATIENT: record.patient,
-        Level.STUDY: record.study,
-        Level.SERIES: record.series,
-        Level.IMAGE: record.instance,
-    }
+    levels = (record.patient, record.study, record.series, record.instance)  # in _LEVEL_ORDER
     ascii_vrs = ascii_json_vrs()
     for tag, raw in list(ds.items()):
-        if tag.group in (0x0002, 0xFFFE) or tag.group & 1:
-            continue  # file meta, delimiters and private attributes are not indexed
-        if raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64:
-            continue  # bulk data stays in the object; reading it here would defeat deferred reading
         info = _tag_info(tag)
         if info is None:
             continue
-        level, key = info
-        target = by_level[level]
-        if isinstance(raw, RawDataElement) and raw.VR in ascii_vrs and isinstance(raw.value, bytes):
-            target.attrs[f"{tag:08X}"], text = ascii_json(raw)
-            if key is not None:
-                target.columns[key.column] = normalize(key.vr, text)
-            continue
+        if raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64:
+            continue  # bulk data stays in the object; reading it here would defeat deferred reading
+        level, key, json_key = info
+        target = levels[level]
         if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-            fast, text = plain_json(raw)
-            if fast is not None:
-                target.attrs[f"{tag:08X}"] = fast
+            if raw.VR in ascii_vrs:
+                encoded, text = ascii_json(raw)
+            else:
+                encoded, text = plain_json(raw)
+            if encoded is not None:
+                target.attrs[json_key] = encoded
                 if key is not None:
                     target.columns[key.column] = normalize(key.vr, text)
                 continue
@@ -238,7 +229,7 @@ def split_levels(ds: Dataset) -> ObjectRecord:
         encoded = element_json(elem)
         if encoded is None:
             continue
-        target.attrs[f"{tag:08X}"] = encoded
+        target.attrs[json_key] = encoded
         if key is not None:
             target.columns[key.column] = normalize(key.vr, element_text(elem))
     record.patient.columns.setdefault("patient_id", "")
@@ -247,22 +238,25 @@ def split_levels(ds: Dataset) -> ObjectRecord:
     return record
 
 
-# tag -> (level, indexed column or None), or None when the tag is never indexed; filled on first sight.
-_TAG_INFO: dict[int, tuple[Level, IndexedKey | None] | None] = {}
+_LEVEL_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
+# tag -> (index in _LEVEL_ORDER, indexed column or None, DICOM JSON key), or None when the tag is never
+# indexed (file meta, delimiters, private, excluded); filled on first sight.
+_TAG_INFO: dict[int, tuple[int, IndexedKey | None, str] | None] = {}
 
 
-def _tag_info(tag: BaseTag) -> tuple[Level, IndexedKey | None] | None:
-    """Where a (public) attribute goes in `split_levels`, computed once per tag."""
+def _tag_info(tag: BaseTag) -> tuple[int, IndexedKey | None, str] | None:
+    """Where an attribute goes in `split_levels`, computed once per tag."""
     try:
         return _TAG_INFO[tag]
     except KeyError:
         pass
+    info: tuple[int, IndexedKey | None, str] | None = None
     keyword = keyword_for_tag(tag)
-    info: tuple[Level, IndexedKey | None] | None = None
-    if keyword and keyword not in EXCLUDED_KEYWORDS and keyword != "SpecificCharacterSet":
+    public = tag.group not in (0x0002, 0xFFFE) and not tag.group & 1
+    if public and keyword and keyword not in EXCLUDED_KEYWORDS and keyword != "SpecificCharacterSet":
         level = level_of(keyword)
         key = INDEXED_KEYS.get(keyword)
-        info = (level, key if key is not None and key.level is level else None)
+        info = (_LEVEL_ORDER.index(level), key if key is not None and key.level is level else None, f"{tag:08X}")
     _TAG_INFO[int(tag)] = info
     return info
 
