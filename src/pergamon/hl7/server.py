@@ -139,7 +139,8 @@ class Hl7Server:
             ready.set()
             await self._stop.wait()
         finally:
-            for server in servers:
+            await _accepts_settled()
+            for server in servers:  # in the same step as the check above: no accept starts in between
                 server.close()
             await self._close_connections()
             await self._finish_late_connections()
@@ -252,3 +253,20 @@ class Hl7Server:
     def _receive_sync(self, block: Block, peer: str, transport: str) -> Receipt:
         return self.receiver.receive(block, peer=peer, transport=transport)
 
+
+async def _accepts_settled() -> None:
+    """Wait (a few loop passes at most) until no connection is half-way through asyncio's accept.
+
+    CPython 3.11: an accept still under way when `Server.close()` runs fails inside the transport's
+    constructor (`Server._attach` asserts the server is open); asyncio swallows the error and the
+    socket stays open until the garbage collector closes it with a ResourceWarning. Accepts that
+    finish first get their handler, which sees the stop and closes the connection.
+    """
+    for _ in range(100):
+        if not any(_is_accept(task) for task in asyncio.all_tasks()):
+            return
+        await asyncio.sleep(0)
+
+
+def _is_accept(task: asyncio.Task[object]) -> bool:
+    return getattr(task.get_coro(), "__qualname__", "").endswith("_accept_connection2")
