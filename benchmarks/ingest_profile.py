@@ -94,7 +94,11 @@ class Receiver:
             from interop.orthanc import OrthancServer
 
             self.orthanc = OrthancServer(
-                "/usr/sbin/Orthanc", self.work / "orthanc", dicom_port=self.port, http_port=self.http_port, modalities={}
+                "/usr/sbin/Orthanc",
+                self.work / "orthanc",
+                dicom_port=self.port,
+                http_port=self.http_port,
+                modalities={},
             )
             self.orthanc.start()
             return

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import re
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -468,13 +469,18 @@ def by_movescu(corpus: Corpus) -> Retrieved:
         keys("STUDY", StudyInstanceUID=study_uid).save_as(path, implicit_vr=False, little_endian=True)
         files.append(str(path))
     command = [require_tool("movescu"), "-v", "-S", "-aet", "CORPUSMOVE", "-aec", AE_TITLE, "-aem", DEST]
+    started = time.monotonic()
     result = subprocess.run(
         [*command, "127.0.0.1", str(corpus.port), *files], capture_output=True, text=True, env=dcmtk_env(), timeout=120
     )
     output = result.stdout + result.stderr
     problems = []
     if result.returncode != 0:
-        problems.append(f"movescu exited {result.returncode}:\n{output}")
+        tail = "\n".join(output.splitlines()[-30:])  # where it ended comes first: CI logs cut long messages
+        elapsed = time.monotonic() - started
+        problems.append(
+            f"movescu exited {result.returncode} after {elapsed:.1f} s; its last lines:\n{tail}\n\n{output}"
+        )
     finals = re.findall(r"Received Final Move Response \((\w+)\)", output)
     if finals != ["Success"] * len(studies):
         problems.append(f"movescu final responses {Counter(finals)} for {len(studies)} studies:\n{output}")

@@ -412,6 +412,47 @@ def test_cancel_during_move(pergamon: Any, tmp_path: Path) -> None:
     assert final.NumberOfFailedSuboperations == 0 and final.NumberOfWarningSuboperations == 0
 
 
+def test_move_longer_than_the_network_timeout_keeps_the_association(start_server: Any, tmp_path: Path) -> None:
+    """A move busy past `network_timeout` (the requestor silent meanwhile) is activity, not idleness.
+
+    pynetdicom alone aborted the association right after such a move's final response, so movescu's
+    next request met a closed connection (exit 67, "Association Abort Failed: Broken pipe").
+    """
+
+    def slow_store(event: Any) -> int:
+        time.sleep(0.5)
+        return 0x0000
+
+    port = free_port()
+    dest_ae = AE(ae_title="SLOW")
+    for cx in AllStoragePresentationContexts:
+        dest_ae.add_supported_context(cx.abstract_syntax)
+    server = dest_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)])
+    try:
+        app = start_server(remotes=(RemoteAE("SLOW", "127.0.0.1", port),), network_timeout=1.5)
+        study = generate_uid()
+        for _ in range(5):  # 2.5 s of sub-operations per move
+            put(app, tmp_path, MR, study_uid=study)
+        queries = []
+        for n in range(2):
+            path = tmp_path / f"query{n}.dcm"
+            study_key(study).save_as(path, implicit_vr=False, little_endian=True)
+            queries.append(str(path))
+        command = [require_tool("movescu"), "-v", "-S", "-aec", "PERGAMON", "-aem", "SLOW"]
+        result = subprocess.run(
+            [*command, "127.0.0.1", str(app.settings.dicom.port), *queries],
+            env=dcmtk_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count("Received Final Move Response (Success)") == 2, output
+
+
 # --- C-GET ---------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Patches to pynetdicom 3.0.4's per-association threads: wake on events instead of polling every 1 ms.
+"""Patches to pynetdicom 3.0.4's per-association threads: wake on events, not every 1 ms; sends count as activity.
 
 pynetdicom runs two polling threads per association (python-stack.md 2.1): the DUL thread sleeps
 1 ms whenever its socket and queues were idle, and the Association thread sleeps 1 ms before each
@@ -16,6 +16,9 @@ waits or reads:
   message queue, also woken by anything the DUL puts on its user queue (release, abort), for at
   most `IDLE_WAIT`. Requestor associations keep the 1 ms sleep: their sending thread waits for the
   reactor to pause before each request.
+* Network timeout: pynetdicom restarts its idle timer only on PDUs received, and checks it between
+  requests, so a C-MOVE or C-FIND longer than `network_timeout` ended with the association aborted
+  right after its final response. `send_pdu` restarts the timer too: silence means neither side sent.
 * `AssociationSocket.recv`: one `recv_into` into a buffer of the PDU's size instead of 4 KiB
   `recv` calls appended to a growing bytearray (same result, including a short read at EOF).
 
@@ -113,6 +116,7 @@ def _wrap_init(original: Any) -> Any:
 def _wrap_send_pdu(original: Any) -> Any:
     def send_pdu(self: Any, primitive: Any) -> None:
         original(self, primitive)
+        self._idle_timer.restart()  # this side is talking: the association is not idle
         waker = getattr(self, _WAKE, None)
         if waker is not None:
             waker.wake()
