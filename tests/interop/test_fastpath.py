@@ -20,6 +20,7 @@ import samples
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.timer import Timer
 
 from pergamon.archive.index.writer import find_instance
 from pergamon.dimse import fastpath
@@ -58,6 +59,17 @@ def test_recv_reads_a_whole_pdu_sent_in_pieces_and_stops_at_eof() -> None:
     left.close()
     assert bytes(rest) == payload[200_000:]
     assert isinstance(rest, bytearray)
+
+
+def test_association_timers_ignore_wall_clock_steps(monkeypatch: Any) -> None:
+    """A wall-clock step forward (NTP, a resumed VM) must not expire the ARTIM or network timers."""
+    fastpath.install()
+    idle = Timer(60)
+    idle.start()
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 3600)
+    assert not idle.expired
+    assert 59 < idle.remaining <= 60
 
 
 def test_associations_end_on_release_and_abort_and_close_their_wake_pipes(server: Any) -> None:

@@ -19,6 +19,9 @@ waits or reads:
 * Network timeout: pynetdicom restarts its idle timer only on PDUs received, and checks it between
   requests, so a C-MOVE or C-FIND longer than `network_timeout` ended with the association aborted
   right after its final response. `send_pdu` restarts the timer too: silence means neither side sent.
+* Timers: pynetdicom's `Timer` (ARTIM, network timeout) reads the wall clock, so a clock step
+  forward (NTP, a resumed VM) expired every association's idle timer at once. It reads
+  `time.monotonic` instead.
 * `AssociationSocket.recv`: one `recv_into` into a buffer of the PDU's size instead of 4 KiB
   `recv` calls appended to a growing bytearray (same result, including a short read at EOF).
 
@@ -39,7 +42,7 @@ import weakref
 from types import SimpleNamespace
 from typing import Any
 
-from pynetdicom import association, dul
+from pynetdicom import association, dul, timer
 from pynetdicom.transport import AssociationSocket
 
 IDLE_WAIT = 0.01  # longest wait of an idle reactor before it re-checks timers and flags (pynetdicom: 0.001)
@@ -60,6 +63,7 @@ def install() -> None:
     provider.run_reactor = _wrap_run_reactor(provider.run_reactor)  # type: ignore[method-assign]
     provider.send_pdu = _wrap_send_pdu(provider.send_pdu)  # type: ignore[method-assign]
     AssociationSocket.recv = _recv_whole  # type: ignore[method-assign]
+    timer.time = SimpleNamespace(time=time.monotonic)  # type: ignore[attr-defined]
     _installed = True
 
 
