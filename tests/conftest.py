@@ -117,12 +117,14 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
         server=dataclasses.replace(base.server, data_dir=data_dir, shutdown_timeout=5.0),
         dicom=dataclasses.replace(
             # No store worker processes (production: one per core; each costs ~1.5 s of CPU to start):
-            # the DIMSE, STOW-RS and corpus suites ask for them and so cover that path.
+            # the DIMSE, STOW-RS and corpus suites ask for them and so cover that path. Those start
+            # with the listener (production: on first use), which the worker tests rely on;
+            # test_direct_store covers starting on demand and ending when idle.
             DicomSettings(),
             port=free_port(),
             host="127.0.0.1",
             remote=remotes,
-            **{"store_workers": 0, **dicom},
+            **{"store_workers": 0, "store_workers_idle_stop": 0.0, **dicom},
         ),
         http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
         hl7=dataclasses.replace(base.hl7, port=free_port(), host="127.0.0.1"),
@@ -209,6 +211,7 @@ def toml_config(settings: Settings) -> str:
         f'[database]\nurl = "{settings.database.url}"\n'
         f'[dicom]\nhost = "127.0.0.1"\nport = {settings.dicom.port}\nae_title = "{settings.dicom.ae_title}"\n'
         f'duplicate_policy = "{settings.dicom.duplicate_policy}"\nstore_workers = {settings.dicom.store_workers}\n'
+        f"store_workers_idle_stop = {settings.dicom.store_workers_idle_stop}\n"
         f'[http]\nhost = "127.0.0.1"\nport = {settings.http.port}\n'
         f'[hl7]\nhost = "127.0.0.1"\nport = {settings.hl7.port}\n'
         f'[audit]\nrepositories = "{settings.audit.repositories}"\n'

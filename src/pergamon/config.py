@@ -91,6 +91,12 @@ class DicomSettings:
         "TCP only): parallel senders then use several cores. 0 = none, -1 = one per CPU core.",
         default=-1,
     )
+    store_workers_idle_stop: float = _doc(
+        "Seconds without a store after which the store workers end, giving back their memory (~60 MiB "
+        "each); they start on the first storage association or STOW-RS request, which waits about a "
+        "second for them. 0 = start them with the listener and keep them running.",
+        default=300.0,
+    )
     network_timeout: float = _doc("Seconds of network silence before an association is aborted.", default=60.0)
     acse_timeout: float = _doc("Seconds to wait for association negotiation messages.", default=30.0)
     dimse_timeout: float = _doc("Seconds to wait for a DIMSE message from a peer.", default=60.0)

@@ -348,6 +348,40 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; whoever adopted it may not have reaped it yet
 
 
+def test_workers_start_on_the_first_store_and_end_when_idle(
+    start_server: Callable[..., Pergamon], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default: no worker while nothing is stored; the first stores wait for them, not run here."""
+    app = start_server(store_workers=2, store_workers_idle_stop=1.0)
+    caplog.set_level(logging.DEBUG, logger=direct_store.__name__)
+    workers = app.dicom.workers  # type: ignore[union-attr]
+    assert workers is not None and workers.pids() == []
+    time.sleep(0.5)
+    assert workers.pids() == [], "workers started before anything was stored"
+
+    first_two = [associate(app), associate(app)]  # both arrive while no worker runs
+    stored = [samples.make_instance(CTImageStorage, seed=20 + n) for n in range(2)]
+    for assoc, ds in zip(first_two, stored, strict=True):
+        assert assoc.send_c_store(ds).Status == 0x0000
+    started = workers.pids()
+    assert len(started) == 2
+    for assoc in first_two:
+        assoc.release()
+    assert caplog.text.count(TAKEN[1]) == 2 and TAKEN[0] not in caplog.text
+
+    wait_for(lambda: workers.pids() == [], 10, "the idle workers to end")
+    wait_for(lambda: not any(_running(pid) for pid in started), 10, "the idle worker processes to exit")
+
+    again = associate(app)
+    later = samples.make_instance(CTImageStorage, seed=22)
+    assert again.send_c_store(later).Status == 0x0000
+    again.release()
+    assert workers.pids() and not set(workers.pids()) & set(started)
+    assert caplog.text.count(TAKEN[1]) == 3 and TAKEN[0] not in caplog.text
+    expected = {str(ds.SOPInstanceUID) for ds in [*stored, later]}
+    assert set(index_instances(app.settings)) == expected
+
+
 def test_a_dead_worker_aborts_its_associations_and_is_replaced(start_server: Callable[..., Pergamon]) -> None:
     app = start_server(store_workers=1)
     workers = app.dicom.workers  # type: ignore[union-attr]

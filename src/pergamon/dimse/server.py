@@ -258,11 +258,11 @@ class DicomServer:
         self.tls_server: TlsAssociationServer | None = None
 
     def start(self) -> None:
-        """Start the store workers, then listen (associations run on their own threads)."""
+        """Start the store workers (unless they start on demand), then listen (each association on a thread)."""
         settings = self.archive.settings.dicom
         if self.workers is not None:
             self.workers.start()
-            if not self.workers.wait_started():
+            if not self.workers.on_demand and not self.workers.wait_started():
                 log.warning("not every store worker started; storage associations may run in the main process")
         try:
             self.server = self.ae.start_server(

@@ -8,8 +8,11 @@ association in the main process, `direct_store` hands its connected socket to a 
 connections and blob store. The worker sends back every event the core emitted, re-emitted on the
 main process's bus (auditing, notifications and jobs stay in one place), and the association's end.
 
-Workers start in the background with the DICOM listener (`dicom.store_workers` of them); an
-association goes to the least busy one, or stays in the main process while none runs yet. TLS
+Workers start on first use (`dicom.store_workers` of them): the first storage association or
+STOW-RS store waits for them, about a second, and they end again after
+`dicom.store_workers_idle_stop` seconds without a store, giving their memory back. With that key at
+0 they start in the background with the DICOM listener and keep running. An association goes to
+the least busy worker, or stays in the main process while none can run. TLS
 associations stay in the main process too (their TLS state cannot move). A worker ends when
 asked (`stop`) or at once when the main process is gone (its channel closes): an object still in
 flight is then never acknowledged, and whatever it committed stays committed. A worker that dies
@@ -145,6 +148,7 @@ class StoreWorkers:
         self.settings = settings
         self.bus = bus
         self.count = count
+        self.idle_stop = settings.dicom.store_workers_idle_stop
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -152,14 +156,16 @@ class StoreWorkers:
         self._stopped = False
         self._filling = False
         self._last_fill = 0.0
+        self._cold = self.idle_stop > 0  # none runs on purpose: the next store starts them and waits
+        self._last_used = time.monotonic()
+        self._wake_watch = threading.Event()
 
     def serve(self, sock: socket.socket, described: StorageAssociation, local: Any) -> str:
         """Run the association in a worker; its outcome once it ended. Raises WorkerUnavailable."""
-        worker = self._pick()
-        local.activity()
         sid = next(self._ids)
         pending = _Pending()
-        worker.sessions[sid] = pending
+        worker = self._pick(sid, pending)  # may wait for workers to start
+        local.activity()
         try:
             worker.send(("serve", sid, described), [sock.fileno()])
         except OSError as exc:
@@ -177,6 +183,7 @@ class StoreWorkers:
                     worker.send(("abort", sid))
                 abort_sent = True
         pending.done.wait()
+        self._last_used = time.monotonic()
         with contextlib.suppress(OSError):  # the worker closed its copy; this is the main process's
             sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
@@ -184,11 +191,19 @@ class StoreWorkers:
         return pending.outcome
 
     def start(self) -> None:
-        """Start the workers in the background (associations arriving before they are ready stay here)."""
-        self._fill_soon()
+        """Start the workers in the background, or with `idle_stop` only the watch that ends idle ones."""
+        if self.idle_stop > 0:
+            threading.Thread(target=self._stop_when_idle, name="pergamon-store-worker-idle", daemon=True).start()
+        else:
+            self._fill_soon()
+
+    @property
+    def on_demand(self) -> bool:
+        """Whether workers start on first use (and end when idle) rather than with the listener."""
+        return self.idle_stop > 0
 
     def wait_started(self, timeout: float = START_TIMEOUT) -> bool:
-        """Block until the first round of starts is over (True when all `count` workers run)."""
+        """Block until the round of starts under way is over (True when all `count` workers run)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -230,6 +245,23 @@ class StoreWorkers:
                 self._filling = False
                 self._last_fill = time.monotonic()
 
+    def _stop_when_idle(self) -> None:
+        """End the workers once none served anything for `idle_stop` seconds (the next store restarts them)."""
+        while not self._wake_watch.wait(min(self.idle_stop / 2, 30.0)):
+            with self._lock:
+                idle = time.monotonic() - self._last_used
+                if self._stopped or self._filling or not self._workers or idle < self.idle_stop:
+                    continue
+                if any(w.sessions for w in self._workers):
+                    continue
+                workers, self._workers = self._workers, []
+                self._cold = True
+            for worker in workers:
+                worker.stopping = True
+            for worker in workers:
+                self._end(worker, 10.0)
+            log.info("store workers stopped after %.0f s without a store; the next one starts them", idle)
+
     def _replace_later(self) -> None:
         """A worker died: start a new one after RESTART_DELAY (a worker that keeps dying cannot spin)."""
         timer = threading.Timer(RESTART_DELAY, self._fill_soon)
@@ -250,13 +282,12 @@ class StoreWorkers:
         Raises what the core raised in the worker, or `errors.Unavailable` when the worker ended
         during the store (whether it was kept is then unknown; it was not acknowledged).
         """
-        try:
-            worker = self._pick()
-        except WorkerUnavailable:
-            return None
         rid = next(self._ids)
         pending = _Pending()
-        worker.sessions[rid] = pending
+        try:
+            worker = self._pick(rid, pending)
+        except WorkerUnavailable:
+            return None
         try:
             worker.send(
                 ("store", rid, str(path), origin, expected_sop_class, expected_sop_instance, expected_study, move)
@@ -265,6 +296,7 @@ class StoreWorkers:
             worker.sessions.pop(rid, None)
             return None
         pending.done.wait()
+        self._last_used = time.monotonic()
         outcome = pending.outcome
         if isinstance(outcome, BaseException):
             raise outcome
@@ -272,16 +304,33 @@ class StoreWorkers:
             raise errors.Unavailable("the store worker ended during the store; send the object again")
         return outcome  # type: ignore[no-any-return]
 
-    def _pick(self) -> _Worker:
+    def _pick(self, sid: int, pending: _Pending) -> _Worker:
+        """The least busy live worker, with `pending` registered as its session `sid`.
+
+        Workers stopped for idleness are started first, and waited for; a worker that died is
+        replaced in the background, without making this store wait.
+        """
+        with self._lock:
+            cold, self._cold = self._cold, False
+        if cold:
+            self._fill_soon()
+        with self._lock:
+            starting = self._filling and not any(w.alive for w in self._workers)
+        if starting:  # also the stores that arrive while the first one waits
+            self.wait_started()
         with self._lock:
             if self._stopped:
                 raise WorkerUnavailable("stopping")
             live = [w for w in self._workers if w.alive]
+            if live:
+                worker = min(live, key=lambda w: len(w.sessions))
+                worker.sessions[sid] = pending  # under the lock: the idle watch sees it as busy
+                self._last_used = time.monotonic()
         if len(live) < self.count and time.monotonic() - self._last_fill > RESTART_DELAY:
-            self._fill_soon()  # one died (or never started): replace it, without making this association wait
+            self._fill_soon()
         if not live:
             raise WorkerUnavailable("no store worker is running yet")
-        return min(live, key=lambda w: len(w.sessions))
+        return worker
 
     def _launch(self) -> _Worker:
         """A new worker process, told the settings; not yet known to be ready."""
@@ -334,6 +383,7 @@ class StoreWorkers:
         with self._lock:
             self._stopped = True
             workers, self._workers = self._workers, []
+        self._wake_watch.set()
         for worker in workers:
             worker.stopping = True
         deadline = time.monotonic() + timeout
