@@ -3,11 +3,14 @@
 Not the benchmark of record (see the benchmark issue's harness); a quick tool for the ingest work.
 N CT slices (512x512, 16-bit, ~0.5 MB, one series) are split over K dcmtk `storescu` processes
 started together (one association each, TCP_NODELAY=1); the rate is N / wall time until the last
-exits. Every receiver starts empty for each run; targets alternate within a round so that a busy
-shared machine hits them alike. Pergamon runs as `pergamon serve` with fsync on (the default).
+exits. Every receiver starts empty for each run and gets one untimed warm-up instance; targets
+alternate within a round so that a busy shared machine hits them alike. Pergamon runs as
+`pergamon serve` with fsync on (the default).
 
 Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [--rounds 2]
        [--targets pergamon-sqlite,pergamon-postgresql,orthanc,storescp] [--small STUDIES]
+`--stow BATCH` sends over STOW-RS instead: K client threads, BATCH instances per request (run.py's
+client), each on its own keep-alive connection.
 `--small` sends the query benchmark's tiny instances instead (STUDIES studies of 10, whole studies per
 association, as its loader does): the per-object cost without the bytes.
 A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches),
@@ -196,6 +199,15 @@ def make_small(n_studies: int) -> list[list[Path]]:
     return [sorted(part.iterdir()) for part in sorted(folder.glob("part-*"))]
 
 
+def warm_up_files() -> list[Path]:
+    """One tiny instance each receiver gets, untimed, before a run (Pergamon starts its workers then)."""
+    import data
+
+    folder = Path(tempfile.gettempdir()) / "pergamon-ingest-bench-warm-up"
+    data.small_studies(folder, 1, per_study=1)
+    return sorted(folder.glob("part-*/*"))
+
+
 def split(files: list[Path] | list[list[Path]], k: int) -> list[list[Path]]:
     """K lists to send side by side: slices alternate, folders of whole studies are dealt out whole."""
     if files and isinstance(files[0], list):
@@ -228,6 +240,41 @@ def send(port: int, parts: list[list[Path]]) -> float:
     return elapsed
 
 
+def send_stow(http_port: int, parts: list[list[Path]], batch: int) -> float:
+    """Wall seconds for one STOW-RS client thread per part, BATCH instances per request, to send all files."""
+    import http.client
+    import threading
+
+    failures: list[str] = []
+
+    def client(files: list[Path]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=600)
+        for i in range(0, len(files), batch):
+            boundary = uuid.uuid4().hex
+            head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            body = b"".join(head + path.read_bytes() + b"\r\n" for path in files[i : i + batch])
+            body += f"--{boundary}--\r\n".encode()
+            content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+            conn.request("POST", "/dicom-web/studies", body, {"Content-Type": content_type})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status != 200:
+                failures.append(f"HTTP {resp.status}: {answer[:300]!r}")
+                return
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(part,)) for part in parts]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    if failures:
+        raise RuntimeError("STOW-RS failed: " + failures[0])
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
@@ -235,9 +282,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--targets", default="pergamon-sqlite,orthanc,storescp")
     parser.add_argument("--small", type=int, default=0, metavar="STUDIES")
+    parser.add_argument("--stow", type=int, default=0, metavar="BATCH")
     args = parser.parse_args()
     files: list[Path] | list[list[Path]] = make_small(args.small) if args.small else make_data(args.n)
     count = sum(len(part) for part in split(files, 1))
+    warm_up = warm_up_files()
     targets = args.targets.split(",")
     assocs = [int(a) for a in args.assocs.split(",")]
     rates: dict[tuple[str, int], list[float]] = {}
@@ -249,9 +298,13 @@ def main() -> None:
                     receiver = Receiver(target, Path(tmp))
                     receiver.start()
                     try:
+                        send(receiver.port, [warm_up])
                         cpu0 = receiver.cpu_seconds()
                         main0 = receiver.main_cpu_seconds()
-                        elapsed = send(receiver.port, split(files, k))
+                        if args.stow:
+                            elapsed = send_stow(receiver.http_port, split(files, k), args.stow)
+                        else:
+                            elapsed = send(receiver.port, split(files, k))
                         cpu = receiver.cpu_seconds() - cpu0
                         main_cpu = receiver.main_cpu_seconds() - main0
                     finally:
