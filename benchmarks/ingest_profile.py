@@ -102,6 +102,7 @@ class Receiver:
                 dicom_port=self.port,
                 http_port=self.http_port,
                 modalities={},
+                dicomweb_servers={},  # loads the DICOMweb plugin (STOW-RS at /dicom-web/)
             )
             self.orthanc.start()
             return
