@@ -90,7 +90,8 @@ def ingest(section: dict[str, Any]) -> list[str]:
         "## Ingest and footprint",
         "",
         f"{section['instances']} CT slices (512x512, 16-bit, {section['megabytes']:.0f} MB in all, one study), "
-        "each run into a freshly started, empty peer; rates are instances/s from the first byte to the last "
+        "each run into a freshly started, empty peer after one untimed warm-up instance; rates are instances/s "
+        "from the first byte to the last "
         "acknowledgement, medians over rounds with (min-max). STOW-RS sends "
         f"{section['stow_batch']} instances per request. Ratios are Pergamon / Orthanc.",
         "",
