@@ -243,37 +243,9 @@ def send(port: int, parts: list[list[Path]]) -> float:
 
 def send_stow(http_port: int, parts: list[list[Path]], batch: int) -> float:
     """Wall seconds for one STOW-RS client thread per part, BATCH instances per request, to send all files."""
-    import http.client
-    import threading
+    from run import send_stow_requests, stow_requests
 
-    failures: list[str] = []
-
-    def client(files: list[Path]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=600)
-        for i in range(0, len(files), batch):
-            boundary = uuid.uuid4().hex
-            head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            body = b"".join(head + path.read_bytes() + b"\r\n" for path in files[i : i + batch])
-            body += f"--{boundary}--\r\n".encode()
-            content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
-            conn.request("POST", "/dicom-web/studies", body, {"Content-Type": content_type})
-            resp = conn.getresponse()
-            answer = resp.read()
-            if resp.status != 200:
-                failures.append(f"HTTP {resp.status}: {answer[:300]!r}")
-                return
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(part,)) for part in parts]
-    start = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - start
-    if failures:
-        raise RuntimeError("STOW-RS failed: " + failures[0])
-    return elapsed
+    return send_stow_requests(http_port, "/dicom-web/studies", [stow_requests(part, batch) for part in parts])
 
 
 def main() -> None:

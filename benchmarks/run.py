@@ -154,51 +154,16 @@ class Bench:
         return sum(map(len, parts)) / (time.perf_counter() - t0)
 
     def stow_bodies(self, files: list[Path], clients: int) -> list[list[tuple[str, bytes]]]:
-        """Per client, its STOW-RS requests: (boundary, multipart/related body of --stow-batch files)."""
-        batch = self.args.stow_batch
-        bodies = []
-        for part in data.parts_of(files, clients):
-            requests = []
-            for i in range(0, len(part), batch):
-                boundary = uuid.uuid4().hex
-                chunks = []
-                for path in part[i : i + batch]:
-                    chunks += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), path.read_bytes(),
-                               b"\r\n"]
-                chunks.append(f"--{boundary}--\r\n".encode())
-                requests.append((boundary, b"".join(chunks)))
-            bodies.append(requests)
-        return bodies
+        """Per client, its STOW-RS requests of --stow-batch files each."""
+        return [stow_requests(part, self.args.stow_batch) for part in data.parts_of(files, clients)]
 
     def send_stow(self, peer: peers.Peer, bodies: list[list[tuple[str, bytes]]]) -> float:
         """One thread per client, each on one keep-alive connection: instances/s."""
-        errors: list[str] = []
-
-        def client(requests: list[tuple[str, bytes]]) -> None:
-            conn = http_connection(peer)
-            path = peers.path_of(peer.dicomweb_url) + "/studies"
-            for boundary, body in requests:
-                conn.request("POST", path, body, {
-                    "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                    "Accept": "application/dicom+json",
-                })
-                resp = conn.getresponse()
-                answer = resp.read()
-                if resp.status != 200 or stow_failures(answer, body.count(b"Content-Type: application/dicom\r\n")):
-                    errors.append(f"HTTP {resp.status}: {answer[:500]!r}")
-                    return
-            conn.close()
-
-        threads = [threading.Thread(target=client, args=(requests,)) for requests in bodies]
-        t0 = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - t0
-        if errors:
-            raise BenchError(f"STOW-RS -> {peer.name}: {errors[0]}")
-        return sum(body.count(b"Content-Type: application/dicom\r\n") for req in bodies for _, body in req) / elapsed
+        try:
+            elapsed = send_stow_requests(peer.http_port, peers.path_of(peer.dicomweb_url) + "/studies", bodies)
+        except BenchError as exc:
+            raise BenchError(f"STOW-RS -> {peer.name}: {exc}") from exc
+        return sum(body.count(STOW_PART) for req in bodies for _, body in req) / elapsed
 
     def expect_count(self, peer: peers.Peer, n: int) -> None:
         count = peer.instance_count()
@@ -394,6 +359,53 @@ class CFind:
 
     def close(self) -> None:
         self.assoc.release()
+
+
+STOW_PART = b"Content-Type: application/dicom\r\n"
+
+
+def stow_requests(files: list[Path], batch: int) -> list[tuple[str, bytes]]:
+    """STOW-RS requests of `batch` files each: (boundary, multipart/related body), built before timing."""
+    requests = []
+    for i in range(0, len(files), batch):
+        boundary = uuid.uuid4().hex
+        chunks = []
+        for path in files[i : i + batch]:
+            chunks += [f"--{boundary}\r\n".encode() + STOW_PART + b"\r\n", path.read_bytes(), b"\r\n"]
+        chunks.append(f"--{boundary}--\r\n".encode())
+        requests.append((boundary, b"".join(chunks)))
+    return requests
+
+
+def send_stow_requests(http_port: int, path: str, per_client: list[list[tuple[str, bytes]]]) -> float:
+    """POST each client's requests on its own thread and keep-alive connection; wall seconds for all.
+
+    Every response is checked (HTTP 200, nothing failed, every part stored); raises BenchError.
+    """
+    errors: list[str] = []
+
+    def client(requests: list[tuple[str, bytes]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=600)
+        for boundary, body in requests:
+            content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+            conn.request("POST", path, body, {"Content-Type": content_type, "Accept": "application/dicom+json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status != 200 or stow_failures(answer, body.count(STOW_PART)):
+                errors.append(f"HTTP {resp.status}: {answer[:500]!r}")
+                return
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(requests,)) for requests in per_client]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise BenchError(errors[0])
+    return elapsed
 
 
 def stow_failures(answer: bytes, sent: int) -> bool:

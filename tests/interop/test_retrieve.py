@@ -10,6 +10,7 @@ than 128 presentation contexts is split over several associations.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -107,6 +108,20 @@ def storescp(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     yield start
     for scp in started:
         scp.stop()
+
+
+@contextlib.contextmanager
+def pynetdicom_destination(on_store: Callable[[Any], int]) -> Iterator[RemoteAE]:
+    """A pynetdicom storage SCP "SLOW" taking every storage SOP class, answering with `on_store`."""
+    port = free_port()
+    dest_ae = AE(ae_title="SLOW")
+    for cx in AllStoragePresentationContexts:
+        dest_ae.add_supported_context(cx.abstract_syntax)
+    server = dest_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield RemoteAE("SLOW", "127.0.0.1", port)
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture
@@ -376,13 +391,9 @@ def test_cancel_during_move(pergamon: Any, tmp_path: Path) -> None:
             gate.wait(10)
         return 0x0000
 
-    port = free_port()
-    dest_ae = AE(ae_title="SLOW")
-    for cx in AllStoragePresentationContexts:
-        dest_ae.add_supported_context(cx.abstract_syntax)
-    server = dest_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    try:
-        app = pergamon(RemoteAE("SLOW", "127.0.0.1", port))
+    with contextlib.ExitStack() as stack:
+        app = pergamon(stack.enter_context(pynetdicom_destination(on_store)))
+        stack.callback(gate.set)  # first on the way out: the destination's handler must not wait
         study = generate_uid()
         for _ in range(10):
             put(app, tmp_path, MR, study_uid=study)
@@ -401,9 +412,6 @@ def test_cancel_during_move(pergamon: Any, tmp_path: Path) -> None:
                     gate.set()
         finally:
             assoc.release()
-    finally:
-        gate.set()
-        server.shutdown()
     final, identifier = responses[-1]
     assert final.Status == 0xFE00
     completed = final.NumberOfCompletedSuboperations
@@ -423,13 +431,8 @@ def test_move_longer_than_the_network_timeout_keeps_the_association(start_server
         time.sleep(0.5)
         return 0x0000
 
-    port = free_port()
-    dest_ae = AE(ae_title="SLOW")
-    for cx in AllStoragePresentationContexts:
-        dest_ae.add_supported_context(cx.abstract_syntax)
-    server = dest_ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)])
-    try:
-        app = start_server(remotes=(RemoteAE("SLOW", "127.0.0.1", port),), network_timeout=1.5)
+    with pynetdicom_destination(slow_store) as destination:
+        app = start_server(remotes=(destination,), network_timeout=1.5)
         study = generate_uid()
         for _ in range(5):  # 2.5 s of sub-operations per move
             put(app, tmp_path, MR, study_uid=study)
@@ -446,8 +449,6 @@ def test_move_longer_than_the_network_timeout_keeps_the_association(start_server
             text=True,
             timeout=60,
         )
-    finally:
-        server.shutdown()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert output.count("Received Final Move Response (Success)") == 2, output
