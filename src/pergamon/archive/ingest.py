@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 
-from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_dataset, read_preamble
 from pydicom.uid import UID
 
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceRejectedOnIngest, InstanceStored
+from pergamon.archive.header import read_header
 from pergamon.archive.index.writer import BlobInfo, add_instance, find_instance
 from pergamon.archive.model import LevelRecord, ObjectRecord, split_levels
 from pergamon.archive.origin import Origin
@@ -231,11 +231,10 @@ def _read_and_check(fp: BinaryIO, expected: _Expected) -> _Checked:
     return _Checked(record, transfer_syntax, sop_class, sop_instance, study_uid, series_uid)
 
 
-def _read_header(fp: BinaryIO) -> tuple[FileDataset, str]:
-    """The object's header up to its pixel data (values over 1 KiB left in the file) and its transfer syntax."""
+def _read_header(fp: BinaryIO) -> tuple[Dataset, str]:
+    """The object's header up to its pixel data (bulk values over 1 KiB left in the file) and its transfer syntax."""
     try:
-        header = dcmread(fp, stop_before_pixels=True, defer_size=1024)
-        return header, str(header.file_meta.TransferSyntaxUID)
+        return read_header(fp)
     except Exception as exc:
         raise _unreadable(exc) from exc
 
@@ -255,7 +254,7 @@ def _json_text(level: LevelRecord, tag: int) -> str:
     return "\\".join(str(value) for value in values) if values else ""
 
 
-def _uids_of(header: FileDataset) -> tuple[str, str]:
+def _uids_of(header: Dataset) -> tuple[str, str]:
     """SOP Class and Instance UID of a header that failed a check, for the refusal's audit; "" if unreadable."""
     try:
         return str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", ""))
@@ -274,7 +273,7 @@ def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, 
     return _size_and_digest(path)
 
 
-def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: FileDataset) -> None:
+def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: Dataset) -> None:
     """Raise InvalidDataset when the file ends inside a top-level data element.
 
     pydicom reads a file that was cut short (an interrupted copy, a full disk, a sender whose
@@ -309,7 +308,7 @@ def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: FileDataset) -> 
         raise errors.InvalidDataset(f"truncated or corrupt file: {type(exc).__name__}: {exc}") from exc
 
 
-def _end_of_header(header: FileDataset, size: int) -> int | None:
+def _end_of_header(header: Dataset, size: int) -> int | None:
     """Where the header's last element ends in the file, after checking each element is whole.
 
     An element pydicom already converted (Specific Character Set, read at once) or one of

@@ -141,7 +141,7 @@ EXCLUDED_KEYWORDS = frozenset(
         "SpectroscopyData",
     }
 )
-_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _MAX_ELEMENT_JSON = 8192
 # VRs pydicom decodes as plain ASCII whatever the character set, so `split_levels` reads them from the raw bytes.
 _ASCII_VRS = frozenset({"AS", "CS", "UI"})
@@ -211,7 +211,7 @@ def split_levels(ds: Dataset) -> ObjectRecord:
         info = _tag_info(tag)
         if info is None:
             continue
-        if raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64:
+        if raw.VR in BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64:
             continue  # bulk data stays in the object; reading it here would defeat deferred reading
         level, key, json_key = info
         target = levels[level]
@@ -275,7 +275,7 @@ def element_text(elem: DataElement) -> str | None:
 
 def element_json(elem: DataElement) -> dict[str, Any] | None:
     """DICOM JSON (PS3.18 F.2) of one element, or None when it is bulk data or too large to index."""
-    if elem.VR in _BULK_VRS:
+    if elem.VR in BULK_VRS:
         length = len(elem.value) if isinstance(elem.value, (bytes, bytearray)) else 0
         if length > 64 or elem.value is None:
             return None

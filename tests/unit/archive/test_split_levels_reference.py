@@ -12,7 +12,7 @@ from pydicom.datadict import keyword_for_tag
 
 from pergamon.archive.index.schema import INDEXED_KEYS
 from pergamon.archive.model import (
-    _BULK_VRS,
+    BULK_VRS,
     _MAX_ELEMENT_JSON,
     EXCLUDED_KEYWORDS,
     LevelRecord,
@@ -31,7 +31,7 @@ def reference_split_levels(ds: Dataset) -> ObjectRecord:
         if tag.group in (0x0002, 0xFFFE) or tag.is_private:
             continue
         raw = ds.get_item(tag)
-        if raw is None or (raw.VR in _BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64):
+        if raw is None or (raw.VR in BULK_VRS and (getattr(raw, "length", None) or len(raw.value or b"")) > 64):
             continue
         keyword = keyword_for_tag(tag)
         if not keyword or keyword in EXCLUDED_KEYWORDS or keyword == "SpecificCharacterSet":
@@ -54,7 +54,7 @@ def reference_split_levels(ds: Dataset) -> ObjectRecord:
 def _reference_json(elem: Any) -> dict[str, Any] | None:
     import base64
 
-    if elem.VR in _BULK_VRS:
+    if elem.VR in BULK_VRS:
         length = len(elem.value) if isinstance(elem.value, (bytes, bytearray)) else 0
         if length > 64 or elem.value is None:
             return None
