@@ -12,8 +12,8 @@ from pydicom.datadict import keyword_for_tag
 
 from pergamon.archive.index.schema import INDEXED_KEYS
 from pergamon.archive.model import (
-    BULK_VRS,
     _MAX_ELEMENT_JSON,
+    BULK_VRS,
     EXCLUDED_KEYWORDS,
     LevelRecord,
     ObjectRecord,
