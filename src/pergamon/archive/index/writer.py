@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Executable, Integer, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pergamon.archive.index.driver import DriverStatement
 from pergamon.archive.index.schema import instance, patient, series, study
 from pergamon.archive.model import ObjectRecord
 
@@ -94,7 +95,7 @@ def add_instance(conn: Connection, record: ObjectRecord, blob: BlobInfo, origin:
         _remove_instance_row(conn, replaced)
 
     _insert_instance(conn, record, blob, origin, series_pk, now)
-    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
+    _BUMP_SERIES.execute(conn, {"row_pk": series_pk, "row_now": now})
     conn.execute(_BUMP_STUDY_AND_SERIES, {"row_pk": study_pk, "row_now": now, "row_new_series": int(new_series)})
     _refresh_study_summary(conn, study_pk, record.instance.columns["sop_class_uid"], new_series)
     if replaced is not None:
@@ -120,7 +121,7 @@ def _file_under_current_patient(conn: Connection, record: ObjectRecord) -> None:
 
 # Every instance of a series after its first finds its series, study and patient rows in place:
 # one joined SELECT replaces the three insert-or-select pairs (statements prebuilt, see below).
-_KNOWN_SERIES = (
+_KNOWN_SERIES = DriverStatement(
     select(series.c.pk, series.c.study_fk)
     .select_from(series.join(study, study.c.pk == series.c.study_fk).join(patient, patient.c.pk == study.c.patient_fk))
     .where(
@@ -130,10 +131,10 @@ _KNOWN_SERIES = (
         patient.c.issuer == bindparam("issuer"),
     )
 )
-_FIND_INSTANCE = select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(
-    instance.c.sop_uid == bindparam("sop_uid")
+_FIND_INSTANCE = DriverStatement(
+    select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(instance.c.sop_uid == bindparam("sop_uid"))
 )
-_INSERT_INSTANCE = instance.insert()
+_INSERT_INSTANCE = DriverStatement(instance.insert())
 _BUMP_PATIENT = update(patient).where(patient.c.pk == bindparam("row_pk")).values(num_studies=patient.c.num_studies + 1)
 _BUMP_STUDY_AND_SERIES = (
     update(study)
@@ -144,14 +145,14 @@ _BUMP_STUDY_AND_SERIES = (
         updated_at=bindparam("row_now"),
     )
 )
-_BUMP_SERIES = (
+_BUMP_SERIES = DriverStatement(
     update(series)
     .where(series.c.pk == bindparam("row_pk"))
     .values(num_instances=series.c.num_instances + 1, updated_at=bindparam("row_now"))
 )
 # RETURNING reads SOP Classes in Study under the row lock the counter update takes (PostgreSQL
 # re-reads the newest committed row after waiting), as the separate SELECT after it did.
-_BUMP_STUDY = (
+_BUMP_STUDY = DriverStatement(
     update(study)
     .where(study.c.pk == bindparam("row_pk"))
     .values(num_instances=study.c.num_instances + 1, updated_at=bindparam("row_now"))
@@ -161,16 +162,16 @@ _BUMP_STUDY = (
 
 def _known_series(conn: Connection, record: ObjectRecord) -> tuple[int, int] | None:
     """(series pk, study pk) when the series exists under this study and patient, else None."""
-    row = conn.execute(
-        _KNOWN_SERIES,
+    row = _KNOWN_SERIES.fetchone(
+        conn,
         {
             "series_uid": record.series.columns["series_uid"],
             "study_uid": record.study.columns["study_uid"],
             "patient_id": record.patient.columns["patient_id"],
             "issuer": record.patient.columns["issuer"],
         },
-    ).first()
-    return (int(row.pk), int(row.study_fk)) if row else None
+    )
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def _add_to_known_series(
@@ -183,13 +184,15 @@ def _add_to_known_series(
 ) -> str | None:
     """`add_instance` when patient, study and series rows exist: the same rows, in 4-5 statements."""
     series_pk, study_pk = known
-    row = conn.execute(_FIND_INSTANCE, {"sop_uid": record.instance.columns["sop_uid"]}).first()
-    replaced = ExistingInstance(row.pk, row.blob_key, row.series_fk) if row else None
+    row = _FIND_INSTANCE.fetchone(conn, {"sop_uid": record.instance.columns["sop_uid"]})
+    replaced = ExistingInstance(int(row[0]), row[1], int(row[2])) if row else None
     if replaced is not None:
         _remove_instance_row(conn, replaced)
     _insert_instance(conn, record, blob, origin, series_pk, now)
-    conn.execute(_BUMP_SERIES, {"row_pk": series_pk, "row_now": now})
-    current = conn.execute(_BUMP_STUDY, {"row_pk": study_pk, "row_now": now}).scalar_one()
+    _BUMP_SERIES.execute(conn, {"row_pk": series_pk, "row_now": now})
+    bumped = _BUMP_STUDY.fetchone(conn, {"row_pk": study_pk, "row_now": now})
+    assert bumped is not None  # the study row was found above, in this transaction
+    current = bumped[0]
     sop_class = record.instance.columns["sop_class_uid"]
     classes = set(current.split("\\")) if current else set()
     if sop_class not in classes:
@@ -204,8 +207,8 @@ def _add_to_known_series(
 def _insert_instance(
     conn: Connection, record: ObjectRecord, blob: BlobInfo, origin: dict[str, Any], series_pk: int, now: float
 ) -> None:
-    conn.execute(
-        _INSERT_INSTANCE,
+    _INSERT_INSTANCE.execute(
+        conn,
         {
             **record.instance.columns,
             "series_fk": series_pk,
