@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import samples
+from conftest import dcmtk_env, free_port, require_tool, wait_for_port
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.timer import Timer
 
@@ -111,3 +114,60 @@ def test_many_small_pdus_store_bit_for_bit(server: Any, tmp_path: Path) -> None:
     assert row is not None
     with server.archive.blobs.open(row.blob_key) as stored:
         assert dcmread(stored).PixelData == dcmread(sample.path).PixelData
+
+
+def test_a_request_right_after_a_response_waits_for_the_reactor_to_pause(tmp_path: Path, monkeypatch: Any) -> None:
+    """The C-STOREs of a C-MOVE, one right after another's response, each get their own response.
+
+    A busy machine is imitated by holding the reactor back for 200 ms each time its checkpoint wait
+    returns, and the sender for 400 ms before it takes its response off the queue (the response
+    arrives in between: pynetdicom's requests meet Nagle's delay, ~40 ms); the sender pauses 10 ms
+    between requests, as it does reading the next file. Before the fix
+    the next request saw the reactor still marked paused, went ahead, and the reactor took its
+    response: the request then failed after `dimse_timeout`.
+    """
+    fastpath.install()
+    real_wait = fastpath._Checkpoint.wait
+
+    def held_back_wait(self: Any, timeout: float | None = None) -> bool:
+        woke = real_wait(self, timeout)
+        if isinstance(threading.current_thread(), association.Association):
+            time.sleep(0.2)
+        return woke
+
+    real_get_msg = DIMSEServiceProvider.get_msg
+
+    def slow_sender_get_msg(self: Any, block: bool = False) -> Any:
+        if block:  # the sender waiting for its response (the reactor polls without blocking)
+            time.sleep(0.4)
+        return real_get_msg(self, block)
+
+    monkeypatch.setattr(fastpath._Checkpoint, "wait", held_back_wait)
+    monkeypatch.setattr(DIMSEServiceProvider, "get_msg", slow_sender_get_msg)
+    port = free_port()
+    out = tmp_path / "received"
+    out.mkdir()
+    peer = subprocess.Popen(
+        [require_tool("storescp"), "-aet", "DEST", "-od", str(out), "+B", str(port)],
+        env=dcmtk_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, peer)
+        slices = [dcmread(s.path) for s in samples.ct_series(tmp_path / "ct", 4, size=16)]
+        ae = AE(ae_title="PERGAMON")
+        ae.dimse_timeout = 5
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", port, ae_title="DEST")
+        assert assoc.is_established
+        statuses = []
+        for ds in slices:
+            statuses.append(assoc.send_c_store(ds).get("Status") if assoc.is_established else "aborted")
+            time.sleep(0.01)  # reading the next file: the reactor wakes from its pause meanwhile
+        assoc.release()
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+    assert statuses == [0x0000] * len(slices)
+    assert len(list(out.iterdir())) == len(slices)

@@ -22,6 +22,13 @@ waits or reads:
 * Timers: pynetdicom's `Timer` (ARTIM, network timeout) reads the wall clock, so a clock step
   forward (NTP, a resumed VM) expired every association's idle timer at once. It reads
   `time.monotonic` instead.
+* Reactor pause: a thread sending a request (the C-STOREs of a C-MOVE) clears the association's
+  checkpoint and waits for the reactor's `_is_paused` flag, but the reactor sets that flag False
+  only some steps after its checkpoint wait returns. A request that follows the previous one's
+  response at once could see the stale True, go ahead, and have its response taken off the queue
+  by the not yet paused reactor: the sender then waited `dimse_timeout` (60 s) for nothing and the
+  sub-operation failed (seen as a rare C-MOVE warning under load). The checkpoint's `wait` now
+  clears the flag itself, under the checkpoint's lock, before it returns.
 * `AssociationSocket.recv`: one `recv_into` into a buffer of the PDU's size instead of 4 KiB
   `recv` calls appended to a growing bytearray (same result, including a short read at EOF).
 
@@ -63,6 +70,9 @@ def install() -> None:
     provider.run_reactor = _wrap_run_reactor(provider.run_reactor)  # type: ignore[method-assign]
     provider.send_pdu = _wrap_send_pdu(provider.send_pdu)  # type: ignore[method-assign]
     AssociationSocket.recv = _recv_whole  # type: ignore[method-assign]
+    association.Association.__init__ = _wrap_association_init(  # type: ignore[method-assign]
+        association.Association.__init__
+    )
     timer.time = SimpleNamespace(time=time.monotonic)  # type: ignore[attr-defined]
     _installed = True
 
@@ -209,6 +219,38 @@ def _association_sleep(seconds: float) -> None:
     with messages.not_empty:
         if not messages.queue:  # a wake-up missed while the reactor was busy costs at most IDLE_WAIT
             messages.not_empty.wait(IDLE_WAIT)
+
+
+class _Checkpoint(threading.Event):
+    """An association's reactor checkpoint whose `wait` marks the reactor unpaused before returning.
+
+    The flag changes under the event's lock: a sender's `clear()` then either comes first (the
+    reactor blocks, paused, in this `wait`) or sees the reactor already marked as running.
+    """
+
+    def __init__(self, assoc: Any) -> None:
+        super().__init__()
+        self._assoc = weakref.ref(assoc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:  # type: ignore[attr-defined]
+            signaled = self._flag or self._cond.wait_for(lambda: self._flag, timeout)  # type: ignore[attr-defined]
+            assoc = self._assoc()
+            if signaled and assoc is not None and threading.current_thread() is assoc:
+                assoc._is_paused = False
+            return bool(signaled)
+
+
+def _wrap_association_init(original: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        checkpoint = _Checkpoint(self)
+        if self._reactor_checkpoint.is_set():
+            checkpoint.set()
+        self._reactor_checkpoint = checkpoint
+
+    __init__.__doc__ = original.__doc__
+    return __init__
 
 
 # -- socket reads --------------------------------------------------------------------------------
