@@ -114,7 +114,7 @@ class _Reader:
         transfer_syntax = None
         while self._have(pos, 8) and _U16.unpack_from(self.buf, pos - self.base)[0] == 0x0002:
             tag, _vr, length, value_pos = self._element_head(pos, implicit=False)
-            if length == _UNDEFINED or not self._have(value_pos, length):
+            if length > _CHUNK or not self._have(value_pos, length):  # undefined, corrupt or cut short
                 raise _NotSimple
             if tag == 0x00020010:
                 offset = value_pos - self.base
