@@ -113,7 +113,7 @@ class _Reader:
         """Walk group 0002 (always explicit VR little endian): where it ends and the transfer syntax."""
         transfer_syntax = None
         while self._have(pos, 8) and _U16.unpack_from(self.buf, pos - self.base)[0] == 0x0002:
-            tag, _vr, length, value_pos = self._element_head(pos, implicit=False)
+            tag, length, value_pos = self._meta_element_head(pos)
             if length > _CHUNK or not self._have(value_pos, length):  # undefined, corrupt or cut short
                 raise _NotSimple
             if tag == 0x00020010:
@@ -131,21 +131,19 @@ class _Reader:
         vr = self.buf[pos - self.base + 4 : pos - self.base + 6]
         return not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B)
 
-    def _element_head(self, pos: int, *, implicit: bool) -> tuple[int, str | None, int, int]:
-        """Tag, VR (None when implicit), value length and value position of the element at `pos`."""
+    def _meta_element_head(self, pos: int) -> tuple[int, int, int]:
+        """Tag, value length and value position of the explicit VR element at `pos` (file meta)."""
         offset = pos - self.base
         group, element = _TAG.unpack_from(self.buf, offset)
         tag = group << 16 | element
-        if implicit:
-            return tag, None, _U32.unpack_from(self.buf, offset + 4)[0], pos + 8
         vr = _VR_NAMES.get(self.buf[offset + 4 : offset + 6])
         if vr is None:
             raise _NotSimple  # pydicom would guess (implicit VR inside explicit, or an unknown VR)
         if vr in _LONG_VRS:
             if not self._have(pos, 12):
                 raise _NotSimple
-            return tag, vr, _U32.unpack_from(self.buf, pos - self.base + 8)[0], pos + 12
-        return tag, vr, _U16.unpack_from(self.buf, offset + 6)[0], pos + 8
+            return tag, _U32.unpack_from(self.buf, pos - self.base + 8)[0], pos + 12
+        return tag, _U16.unpack_from(self.buf, offset + 6)[0], pos + 8
 
     def _data_set(
         self, pos: int, implicit: bool
