@@ -34,7 +34,7 @@ from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from pergamon.archive import errors
+from pergamon.archive import codecs, errors
 
 BULK_THRESHOLD = 1024
 """Values longer than this (bytes) leave the metadata as BulkDataURI (PS3.18 F.2.6)."""
@@ -268,6 +268,7 @@ def decode_frame(header: InstanceHeader, number: int) -> bytes:
         return read_frame(header, number)
     try:
         source = header.source if isinstance(header.source, Dataset) else str(header.source)
+        codecs.load()
         arr = pixel_array(source, index=number - 1)
     except Exception as exc:
         raise errors.Invalid(

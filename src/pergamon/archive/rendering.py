@@ -39,7 +39,7 @@ from pydicom import Dataset, dcmread
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MPEGTransferSyntaxes
 
-from pergamon.archive import errors
+from pergamon.archive import codecs, errors
 
 MEDIA_TYPES: dict[str, str] = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 """Rendered media types Pergamon produces (PS3.18 Table 8.7.4-1) and their Pillow format."""
@@ -240,6 +240,7 @@ def decode_frame(source: Path | Dataset, index: int) -> np.ndarray:
     """
     try:
         src: Dataset | str = source if isinstance(source, Dataset) else str(source)
+        codecs.load()
         return pixel_array(src, index=index)
     except Exception as exc:  # decoders raise many kinds (NotImplementedError, ValueError, RuntimeError...)
         raise NotRenderable(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc

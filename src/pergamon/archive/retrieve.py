@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 from sqlalchemy import Select, select
 
-from pergamon.archive import errors, patients
+from pergamon.archive import codecs, errors, patients
 from pergamon.archive.index.schema import INDEXED_KEYS, Level, instance, patient, series, study
 from pergamon.archive.query import Constraint
 
@@ -300,6 +300,7 @@ def convert(content: Path | Dataset, stored: StoredInstance, target: str) -> Dat
         if source.is_compressed:
             if "PixelData" not in ds:
                 raise CannotConvert(f"{stored.sop_instance_uid}: compressed syntax {source.name} without Pixel Data")
+            codecs.load()
             ds.decompress(generate_instance_uid=False)
         elif not source.is_little_endian:
             _swap_to_little_endian(ds)
@@ -353,6 +354,7 @@ def transcode(archive: Archive, stored: StoredInstance, target: str) -> Outgoing
     ds = dcmread(decoded.content) if isinstance(decoded.content, Path) else decoded.content
     try:
         if "PixelData" in ds:
+            codecs.load()
             ds.compress(target, generate_instance_uid=False)
         else:
             ds.file_meta.TransferSyntaxUID = UID(target)
