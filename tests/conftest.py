@@ -126,7 +126,9 @@ def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE,
             remote=remotes,
             **{"store_workers": 0, "store_workers_idle_stop": 0.0, **dicom},
         ),
-        http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1"),
+        # No background metadata rendering (test_metadata_cache covers it): tests that count cache
+        # entries or time requests would otherwise race it.
+        http=dataclasses.replace(base.http, port=free_port(), host="127.0.0.1", metadata_prepare_delay=0.0),
         hl7=dataclasses.replace(base.hl7, port=free_port(), host="127.0.0.1"),
         audit=dataclasses.replace(base.audit, repositories=f"udp://127.0.0.1:{audit_port}"),
         audit_repository=dataclasses.replace(

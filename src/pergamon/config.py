@@ -117,6 +117,11 @@ class HttpSettings:
         default="",
     )
     workers: int = _doc("Threads serving archive calls for the HTTP door.", default=8)
+    metadata_prepare_delay: float = _doc(
+        "Seconds after a series' last new instance before its WADO-RS metadata is rendered in the "
+        "background, so the first viewer to open it reads it from the cache. 0 = only on request.",
+        default=10.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pergamon.hl7.receiver import build_router
 from pergamon.hl7.server import Hl7Server
 from pergamon.process import freeze_startup_objects
 from pergamon.storage.filesystem import FilesystemBlobStore
+from pergamon.web.dicomweb.metadata_warmer import MetadataWarmer
 from pergamon.web.server import HttpServer
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Pergamon:
             self.archive.bus.subscribe(self.audit_trail.handle)
         self.audit_repository = AuditRepository(self.archive)
         self.clock = ClockMonitor(self.archive)
+        self.metadata_warmer: MetadataWarmer | None = None
+        if settings.http.metadata_prepare_delay > 0:
+            self.metadata_warmer = MetadataWarmer(self.archive, settings.http.metadata_prepare_delay)
+            self.archive.bus.subscribe(self.metadata_warmer.on_event)
         self._stopping = threading.Event()
         self._stoppers: list[Callable[[], None]] = []
 
@@ -108,12 +113,15 @@ class Pergamon:
 
     def archive_workers(self) -> list[tuple[Callable[[], None], Callable[[], None]]]:
         """(start, stop) pairs of background workers."""
-        return [
+        workers = [
             (self.audit_repository.start, self.audit_repository.stop),
             (self.audit_sender.start, self.audit_sender.stop),
             (self.jobs.start, self.jobs.stop),
             (self.clock.start, self.clock.stop),
         ]
+        if self.metadata_warmer is not None:
+            workers.append((self.metadata_warmer.start, self.metadata_warmer.stop))
+        return workers
 
     def stop(self) -> None:
         """Stop accepting, let running associations finish (bounded), stop workers, close the index."""

@@ -3,7 +3,9 @@ the same answer either way, later patient reconciliation included, and a deleted
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,30 @@ def test_metadata_split_over_many_pieces_is_one_valid_array(
         app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
     items = metadata(app, series[0].study_uid)
     assert sorted(item["00080018"]["Value"][0] for item in items) == sorted(s.sop_instance_uid for s in series)
+
+
+def test_a_settled_series_is_rendered_before_anyone_asks(tmp_path: Path, database_url: str) -> None:
+    delay = 1.5
+    settings = make_settings(tmp_path / "data", database_url)
+    settings = dataclasses.replace(settings, http=dataclasses.replace(settings.http, metadata_prepare_delay=delay))
+    app = Pergamon(settings)
+    app.start()
+    try:
+        series = samples.ct_series(tmp_path / "src", 3)
+        for sample in series:
+            app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+        stored_at = time.monotonic()
+        cache = metadata_cache.folder(app.archive)
+        if time.monotonic() - stored_at < delay:  # the series has not settled yet: nothing rendered
+            assert not list(cache.glob("*.json"))
+        deadline = time.monotonic() + 30
+        while len(list(cache.glob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        entries = sorted(cache.glob("*.json"))
+        assert len(entries) == 3
+        before = [path.stat().st_mtime_ns for path in entries]
+        items = metadata(app, series[0].study_uid)
+        assert sorted(item["00080018"]["Value"][0] for item in items) == sorted(s.sop_instance_uid for s in series)
+        assert [path.stat().st_mtime_ns for path in sorted(cache.glob("*.json"))] == before  # read, not rendered
+    finally:
+        app.stop()

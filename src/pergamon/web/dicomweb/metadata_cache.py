@@ -62,16 +62,36 @@ def texts(
         yield text.replace(_BULK_KEY, f"{_BULK_KEY}{base}/")
 
 
+def prepare(
+    archive: Archive, stored: StoredInstance, render: Callable[[frames.InstanceHeader, str], dict[str, Any]]
+) -> bool:
+    """Render `stored` into the cache unless it is there; whether it was rendered now."""
+    if _path(archive, stored).exists():
+        return False
+    _render(archive, stored, render)
+    return True
+
+
+def _path(archive: Archive, stored: StoredInstance) -> Path:
+    return folder(archive) / f"{hashlib.sha256(stored.blob_key.encode()).hexdigest()}.json"
+
+
 def _cached(
     archive: Archive, stored: StoredInstance, render: Callable[[frames.InstanceHeader, str], dict[str, Any]]
 ) -> str:
-    """The stored rendering, made now if missing (written whole by rename: readers never see half)."""
-    directory = folder(archive)
-    path = directory / f"{hashlib.sha256(stored.blob_key.encode()).hexdigest()}.json"
+    """The stored rendering, made now if missing."""
     try:
-        return path.read_text(encoding="utf-8")
+        return _path(archive, stored).read_text(encoding="utf-8")
     except FileNotFoundError:
-        pass
+        return _render(archive, stored, render)
+
+
+def _render(
+    archive: Archive, stored: StoredInstance, render: Callable[[frames.InstanceHeader, str], dict[str, Any]]
+) -> str:
+    """Render `stored` and keep it (written whole by rename: readers never see half)."""
+    path = _path(archive, stored)
+    directory = path.parent
     content = archive.blobs.path(stored.blob_key)
     if content is None:  # a store without local files
         with archive.blobs.open(stored.blob_key) as f:
