@@ -1,13 +1,13 @@
 """Ingest's hottest index statements, compiled once per dialect and run on the database driver's cursor.
 
-Every stored object runs five statements (find its series, find a replaced instance, insert, two
-counter updates). Through `Connection.execute` each costs ~70 us of Python on a CT slice's store,
-about four times what SQLite itself spends on it: cache lookup, execution context, result
-wrapping. `DriverStatement` compiles the same SQLAlchemy statement once per dialect and parameter
-set and hands the SQL to the driver cursor of the caller's connection, inside its transaction.
-The parameters get the same bind processing `Connection.execute` would give them; a statement
-whose results SQLAlchemy would convert, or that needs Python-side defaults, goes through
-`Connection.execute` as before.
+Every object stored into a known series runs four statements (find its series and the instance it
+replaces, if any; insert; two counter updates). Through `Connection.execute` each costs
+~70 us of Python on a CT slice's store, about four times what SQLite itself spends on it: cache
+lookup, execution context, result wrapping. `DriverStatement` compiles the same SQLAlchemy
+statement once per dialect and parameter set and hands the SQL to the driver cursor of the
+caller's connection, inside its transaction. The parameters get the same bind processing
+`Connection.execute` would give them; a statement whose results SQLAlchemy would convert, or that
+needs Python-side defaults, goes through `Connection.execute` as before.
 """
 
 from __future__ import annotations

@@ -120,19 +120,21 @@ def _file_under_current_patient(conn: Connection, record: ObjectRecord) -> None:
 
 
 # Every instance of a series after its first finds its series, study and patient rows in place:
-# one joined SELECT replaces the three insert-or-select pairs (statements prebuilt, see below).
+# one joined SELECT replaces the three insert-or-select pairs and also finds the row of the SOP
+# Instance UID, if any, which the store replaces (statements prebuilt, see below).
 _KNOWN_SERIES = DriverStatement(
-    select(series.c.pk, series.c.study_fk)
-    .select_from(series.join(study, study.c.pk == series.c.study_fk).join(patient, patient.c.pk == study.c.patient_fk))
+    select(series.c.pk, series.c.study_fk, instance.c.pk, instance.c.blob_key, instance.c.series_fk)
+    .select_from(
+        series.join(study, study.c.pk == series.c.study_fk)
+        .join(patient, patient.c.pk == study.c.patient_fk)
+        .outerjoin(instance, instance.c.sop_uid == bindparam("sop_uid"))
+    )
     .where(
         series.c.series_uid == bindparam("series_uid"),
         study.c.study_uid == bindparam("study_uid"),
         patient.c.patient_id == bindparam("patient_id"),
         patient.c.issuer == bindparam("issuer"),
     )
-)
-_FIND_INSTANCE = DriverStatement(
-    select(instance.c.pk, instance.c.blob_key, instance.c.series_fk).where(instance.c.sop_uid == bindparam("sop_uid"))
 )
 _INSERT_INSTANCE = DriverStatement(instance.insert())
 _BUMP_PATIENT = update(patient).where(patient.c.pk == bindparam("row_pk")).values(num_studies=patient.c.num_studies + 1)
@@ -160,8 +162,17 @@ _BUMP_STUDY = DriverStatement(
 )
 
 
-def _known_series(conn: Connection, record: ObjectRecord) -> tuple[int, int] | None:
-    """(series pk, study pk) when the series exists under this study and patient, else None."""
+@dataclass(frozen=True)
+class _KnownSeries:
+    """The rows a store into an existing series touches: its series and study, and the instance it replaces."""
+
+    series_pk: int
+    study_pk: int
+    replaced: ExistingInstance | None
+
+
+def _known_series(conn: Connection, record: ObjectRecord) -> _KnownSeries | None:
+    """The series' rows when it exists under this study and patient, else None."""
     row = _KNOWN_SERIES.fetchone(
         conn,
         {
@@ -169,9 +180,13 @@ def _known_series(conn: Connection, record: ObjectRecord) -> tuple[int, int] | N
             "study_uid": record.study.columns["study_uid"],
             "patient_id": record.patient.columns["patient_id"],
             "issuer": record.patient.columns["issuer"],
+            "sop_uid": record.instance.columns["sop_uid"],
         },
     )
-    return (int(row[0]), int(row[1])) if row else None
+    if row is None:
+        return None
+    replaced = ExistingInstance(int(row[2]), row[3], int(row[4])) if row[2] is not None else None
+    return _KnownSeries(int(row[0]), int(row[1]), replaced)
 
 
 def _add_to_known_series(
@@ -179,13 +194,14 @@ def _add_to_known_series(
     record: ObjectRecord,
     blob: BlobInfo,
     origin: dict[str, Any],
-    known: tuple[int, int],
+    known: _KnownSeries,
     now: float,
 ) -> str | None:
-    """`add_instance` when patient, study and series rows exist: the same rows, in 4-5 statements."""
-    series_pk, study_pk = known
-    row = _FIND_INSTANCE.fetchone(conn, {"sop_uid": record.instance.columns["sop_uid"]})
-    replaced = ExistingInstance(int(row[0]), row[1], int(row[2])) if row else None
+    """`add_instance` when patient, study and series rows exist: the same rows, in fewer statements.
+
+    Four, plus one for a SOP Class new to the study and a few to take out an instance being replaced.
+    """
+    series_pk, study_pk, replaced = known.series_pk, known.study_pk, known.replaced
     if replaced is not None:
         _remove_instance_row(conn, replaced)
     _insert_instance(conn, record, blob, origin, series_pk, now)
