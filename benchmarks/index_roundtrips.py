@@ -2,7 +2,9 @@
 
 Not a benchmark of record; a quick tool for the index writer. N small CT instances' index rows go
 into one series (the first through the slow path, untimed) with `add_instance` inside
-`Database.write()`, as ingest does; nothing is written to a blob store. Then `--replace` of them
+`Database.write()`, as ingest does; nothing is written to a blob store. `us_new` is the time per
+object of the whole transaction (checkout, add_instance, commit), `us_add_new` that of add_instance
+alone (the commit's WAL flush varies a lot on a shared disk). Then `--replace` of them
 are stored again (same SOP Instance UIDs: the replaced-instance path). Round trips are counted on
 PostgreSQL from libpq's protocol trace of one extra, untimed object (each Sync or simple Query the
 client sends waits for the server once); statements are counted as Bind/Query messages.
@@ -88,21 +90,27 @@ def run(n: int, replace: int, backend: str) -> dict[str, Any]:
         records = _records(n + 2)
         origin = {"kind": "bench"}
 
+        in_transaction = [0.0]
+
         def store(record: Any) -> None:
             blob = BlobInfo(f"blob/{record.instance.columns['sop_uid']}", 1000, "0" * 64, "1.2.840.10008.1.2.1")
             with db.write() as conn:
+                started = time.perf_counter()
                 add_instance(conn, record, blob, origin)
+                in_transaction[0] += time.perf_counter() - started
 
         store(records[0])  # creates patient, study, series
+        in_transaction[0] = 0.0
         started = time.perf_counter()
         for record in records[1 : n + 1]:
             store(record)
         per_new = (time.perf_counter() - started) / n * 1e6
+        add_new = in_transaction[0] / n * 1e6
         started = time.perf_counter()
         for record in records[1 : replace + 1]:
             store(record)
         per_replace = (time.perf_counter() - started) / replace * 1e6 if replace else 0.0
-        result: dict[str, Any] = {"us_new": per_new, "us_replace": per_replace}
+        result: dict[str, Any] = {"us_new": per_new, "us_add_new": add_new, "us_replace": per_replace}
         if backend == "postgresql":
             result["trips_new"], result["stmts_new"] = _trace_count(db, lambda: store(records[n + 1]))
             result["trips_replace"], result["stmts_replace"] = _trace_count(db, lambda: store(records[n + 1]))
