@@ -1,7 +1,8 @@
 """Ingest's hottest index statements, compiled once per dialect and run on the database driver's cursor.
 
-Every object stored into a known series runs four statements (find its series and the instance it
-replaces, if any; insert; two counter updates). Through `Connection.execute` each costs
+Every object stored into a known series runs four statements on SQLite (find its series and the
+instance it replaces, if any; insert; two counter updates) and two on PostgreSQL, where the last
+three are one statement (a network round trip each). Through `Connection.execute` each costs
 ~70 us of Python on a CT slice's store, about four times what SQLite itself spends on it: cache
 lookup, execution context, result wrapping. `DriverStatement` compiles the same SQLAlchemy
 statement once per dialect and parameter set and hands the SQL to the driver cursor of the
