@@ -3,7 +3,7 @@
 An empty database gets the declared schema (`schema.metadata`) in one `create_all` and is marked
 as being at the newest migration, `HEAD_REVISION`, the way Alembic's `stamp` marks it; a database
 at `HEAD_REVISION` is left alone; only an older one runs the Alembic migrations. So a serving
-process imports Alembic (with Mako, ~12 MiB of resident memory it would keep) only on the first
+process imports Alembic (with Mako: ~8 MiB of resident memory it would keep) only on the first
 start after an upgrade. `test_migrations` checks that both roads give the same schema.
 
 What differs between SQLite and PostgreSQL lives here: SQLite gets WAL with synchronous=FULL
