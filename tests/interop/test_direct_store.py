@@ -382,6 +382,27 @@ def test_workers_start_on_the_first_store_and_end_when_idle(
     assert set(index_instances(app.settings)) == expected
 
 
+def test_workers_started_after_a_quiet_spell_are_not_ended_as_idle_at_once(
+    start_server: Callable[..., Pergamon],
+) -> None:
+    """The stores waiting for a start take a moment to be handed over; the idle watch must not win it.
+
+    (It once measured idleness from the last store before the quiet spell, ended the new workers
+    within its next look, and the waiting stores fell back to the main process.)
+    """
+    app = start_server(store_workers=1, store_workers_idle_stop=1.0)
+    workers = app.dicom.workers  # type: ignore[union-attr]
+    assert workers is not None
+    time.sleep(1.5)  # longer than idle_stop since anything was used
+    workers._fill_soon()  # what the first store after the quiet spell does, without the hand-over
+    assert workers.wait_started()
+    started = time.monotonic()
+    while time.monotonic() - started < 0.8:  # the watch looks every idle_stop / 2
+        assert workers.pids(), "the new workers were ended before anything could use them"
+        time.sleep(0.02)
+    wait_for(lambda: workers.pids() == [], 10, "the unused workers to end once idle")
+
+
 def test_a_dead_worker_aborts_its_associations_and_is_replaced(start_server: Callable[..., Pergamon]) -> None:
     app = start_server(store_workers=1)
     workers = app.dicom.workers  # type: ignore[union-attr]

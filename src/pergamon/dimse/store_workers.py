@@ -214,9 +214,18 @@ class StoreWorkers:
 
     def _fill_soon(self) -> None:
         with self._lock:
-            if self._filling or self._stopped:
-                return
-            self._filling = True
+            claimed = self._claim_fill()
+        if claimed:
+            self._start_filling()
+
+    def _claim_fill(self) -> bool:
+        """Under `_lock`: mark a round of starts as under way; False when one is, or when stopping."""
+        if self._filling or self._stopped:
+            return False
+        self._filling = True
+        return True
+
+    def _start_filling(self) -> None:
         threading.Thread(target=self._fill, name="pergamon-store-worker-start", daemon=True).start()
 
     def _fill(self) -> None:
@@ -244,6 +253,9 @@ class StoreWorkers:
             with self._lock:
                 self._filling = False
                 self._last_fill = time.monotonic()
+                # New workers count as just used: the idle watch must not end them before the
+                # stores that waited for them were handed over.
+                self._last_used = self._last_fill
 
     def _stop_when_idle(self) -> None:
         """End the workers once none served anything for `idle_stop` seconds (the next store restarts them)."""
@@ -310,12 +322,12 @@ class StoreWorkers:
         Workers stopped for idleness are started first, and waited for; a worker that died is
         replaced in the background, without making this store wait.
         """
-        with self._lock:
+        with self._lock:  # one section: a second store cannot look between the claim and the check
             cold, self._cold = self._cold, False
-        if cold:
-            self._fill_soon()
-        with self._lock:
+            claimed = cold and self._claim_fill()
             starting = self._filling and not any(w.alive for w in self._workers)
+        if claimed:
+            self._start_filling()
         if starting:  # also the stores that arrive while the first one waits
             self.wait_started()
         with self._lock:
