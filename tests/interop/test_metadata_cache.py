@@ -17,7 +17,7 @@ from conftest import make_settings
 from pergamon.archive.origin import Origin
 from pergamon.archive.patients import PatientKey, update_demographics
 from pergamon.runtime import Pergamon
-from pergamon.web.dicomweb import metadata_cache, wado
+from pergamon.web.dicomweb import metadata_cache, metadata_warmer, wado
 
 
 @pytest.fixture
@@ -95,5 +95,68 @@ def test_a_settled_series_is_rendered_before_anyone_asks(tmp_path: Path, databas
         items = metadata(app, series[0].study_uid)
         assert sorted(item["00080018"]["Value"][0] for item in items) == sorted(s.sop_instance_uid for s in series)
         assert [path.stat().st_mtime_ns for path in sorted(cache.glob("*.json"))] == before  # read, not rendered
+    finally:
+        app.stop()
+
+
+def _warming_app(tmp_path: Path, database_url: str, delay: float) -> Pergamon:
+    settings = make_settings(tmp_path / "data", database_url)
+    settings = dataclasses.replace(settings, http=dataclasses.replace(settings.http, metadata_prepare_delay=delay))
+    app = Pergamon(settings)
+    app.start()
+    return app
+
+
+def _wait_for_entries(app: Pergamon, count: int, seconds: float = 30) -> list[Path]:
+    cache = metadata_cache.folder(app.archive)
+    deadline = time.monotonic() + seconds
+    while len(list(cache.glob("*.json"))) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return sorted(cache.glob("*.json"))
+
+
+def test_settled_series_wait_while_the_archive_goes_on_storing(tmp_path: Path, database_url: str) -> None:
+    """Rendering ahead must not take the processor from ingest: nothing is rendered until stores pause."""
+    app = _warming_app(tmp_path, database_url, delay=0.5)
+    try:
+        settled = samples.ct_series(tmp_path / "a", 3, size=64)
+        for sample in settled:
+            app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+        stream = samples.ct_series(tmp_path / "b", 12, size=64)
+        for sample in stream:  # another series, one instance every 0.25 s for 3 s
+            app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+            assert not list(metadata_cache.folder(app.archive).glob("*.json")), "rendered while stores went on"
+            time.sleep(0.25)
+        assert len(_wait_for_entries(app, 15)) == 15  # both, once the archive was quiet
+    finally:
+        app.stop()
+
+
+def test_a_store_interrupts_rendering_and_the_series_is_finished_later(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _warming_app(tmp_path, database_url, delay=0.3)
+    try:
+        series = samples.ct_series(tmp_path / "a", 4, size=64)
+        late = samples.ct_series(tmp_path / "b", 1, size=64)[0]
+        calls: list[tuple[float, str]] = []
+        stored_late: list[float] = []
+        prepare = metadata_cache.prepare
+
+        def recording(archive: Any, stored: Any, render: Any) -> bool:
+            calls.append((time.monotonic(), stored.sop_instance_uid))
+            if len(calls) == 2:  # a store arrives while the series is being rendered
+                app.archive.store_file(late.path, Origin.from_import(str(late.path)))
+                stored_late.append(time.monotonic())
+            return prepare(archive, stored, render)
+
+        monkeypatch.setattr(metadata_cache, "prepare", recording)
+        for sample in series:
+            app.archive.store_file(sample.path, Origin.from_import(str(sample.path)))
+        assert len(_wait_for_entries(app, 5)) == 5
+        resumed = stored_late[0] + metadata_warmer.QUIET
+        assert len([at for at, _sop in calls if at < resumed]) == 2, "rendering went on beside the store"
+        rendered = {sop for _at, sop in calls}
+        assert rendered == {s.sop_instance_uid for s in series} | {late.sop_instance_uid}
     finally:
         app.stop()
