@@ -43,6 +43,9 @@ DuplicatePolicy = Literal["replace", "ignore", "reject"]
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 DIGEST_THREADS = ProcessThreads(8, "pergamon-digest")
 """Runs `_digest_and_presync`: 8 side by side per process; more concurrent stores wait for a thread."""
+INLINE_DIGEST_BELOW = 128 * 1024
+"""Files smaller than this are hashed and flushed on the storing thread: the hand-over to
+`DIGEST_THREADS` (two thread switches, GIL hand-offs) costs more than the overlap saves."""
 
 
 class StoreOutcome(enum.Enum):
@@ -108,12 +111,17 @@ def _store_file(
     # header: hashing and the disk wait release the GIL, so an object is durable about a
     # millisecond sooner. The move into the blob store waits for the header: pydicom reads a
     # deferred (large) value again by the file's name.
-    digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move)
-    try:
+    if path.stat().st_size < INLINE_DIGEST_BELOW:
         with open(path, "rb") as fp:
             checked = _read_and_check(fp, expected)
-    finally:
-        wait([digested])
+        digested = _digest_now(archive, path, move)
+    else:
+        digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move)
+        try:
+            with open(path, "rb") as fp:
+                checked = _read_and_check(fp, expected)
+        finally:
+            wait([digested])
     try:
         return _keep(archive, path, origin, checked, digested, move)
     except errors.PergamonError as exc:
@@ -260,6 +268,16 @@ def _uids_of(header: Dataset) -> tuple[str, str]:
         return str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", ""))
     except Exception:  # the header is already known to be bad; its UIDs only name it
         return "", ""
+
+
+def _digest_now(archive: Archive, path: Path, move: bool) -> Future[tuple[int, str]]:
+    """`_digest_and_presync` on this thread, as a finished Future (as if a pool thread had run it)."""
+    done: Future[tuple[int, str]] = Future()
+    try:
+        done.set_result(_digest_and_presync(archive, path, move))
+    except Exception as exc:  # kept for `.result()`: raised where a pool thread's would be
+        done.set_exception(exc)
+    return done
 
 
 def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, str]:

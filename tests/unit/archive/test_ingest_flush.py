@@ -1,5 +1,8 @@
 """Ingest flushes a moved file on another thread while it reads the header (`ingest._digest_and_presync`).
 
+Files under `ingest.INLINE_DIGEST_BELOW` are flushed on the storing thread after the header
+check instead; each test runs both ways (a 64x64 slice, and a 512x512 one of ~0.5 MiB).
+
 What must hold: the bytes are flushed before the file is renamed into the blob store, the move
 waits for the header (pydicom reads deferred values again by the file's name), and a refused
 object is neither moved nor left with a flush still running when `store_file` returns.
@@ -16,7 +19,7 @@ import pytest
 import samples
 from sqlalchemy import select
 
-from pergamon.archive import errors
+from pergamon.archive import errors, ingest
 from pergamon.archive.index.schema import instance
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
@@ -47,6 +50,9 @@ class RecordingStore(FilesystemBlobStore):
         return super().put_file(source, move=move, presynced=presynced)
 
 
+SIZES = pytest.mark.parametrize("size", [64, 512], ids=["inline", "threaded"])
+
+
 @pytest.fixture
 def recording(settings: Settings) -> Iterator[tuple[Archive, RecordingStore]]:
     base = Archive.open(settings)
@@ -56,11 +62,13 @@ def recording(settings: Settings) -> Iterator[tuple[Archive, RecordingStore]]:
     archive.close()
 
 
+@SIZES
 def test_a_moved_file_is_flushed_before_it_is_renamed_and_its_digest_indexed(
-    recording: tuple[Archive, RecordingStore], tmp_path: Path
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, size: int
 ) -> None:
     archive, store = recording
-    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+    sample = samples.ct_series(tmp_path / "in", 1, size=size)[0]
+    assert (sample.path.stat().st_size < ingest.INLINE_DIGEST_BELOW) == (size == 64)
     digest = hashlib.sha256(sample.path.read_bytes()).hexdigest()
 
     archive.store_file(sample.path, Origin.from_import("test"), move=True)
@@ -85,16 +93,21 @@ def test_a_copied_file_is_not_flushed_twice(recording: tuple[Archive, RecordingS
     assert sample.path.exists()
 
 
+@pytest.mark.parametrize(
+    ("size", "flushes"),
+    [(64, []), (512, ["presync", "presync done"])],  # inline: refused before the flush; threaded: it finished
+    ids=["inline", "threaded"],
+)
 def test_a_refused_object_is_not_moved_and_its_flush_is_over(
-    recording: tuple[Archive, RecordingStore], tmp_path: Path
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, size: int, flushes: list[str]
 ) -> None:
     archive, store = recording
-    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+    sample = samples.ct_series(tmp_path / "in", 1, size=size)[0]
 
     with pytest.raises(errors.SOPInstanceMismatch):
         archive.store_file(sample.path, Origin.from_import("test"), expected_sop_instance="1.2.3.4", move=True)
 
-    assert [name for name, _, _ in store.calls] == ["presync", "presync done"]  # finished before the raise
+    assert [name for name, _, _ in store.calls] == flushes  # none still running after the raise
     assert sample.path.exists()
     assert [p for p in archive.settings.blob_path.rglob("*") if p.is_file()] == []
     assert archive.counts()["instances"] == 0
