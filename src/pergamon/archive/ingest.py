@@ -107,10 +107,11 @@ def _store_file(
     expected: _Expected,
     move: bool,
 ) -> StoreResult:
-    # The file's digest and flush run on another thread while this one reads and checks the
-    # header: hashing and the disk wait release the GIL, so an object is durable about a
-    # millisecond sooner. The move into the blob store waits for the header: pydicom reads a
-    # deferred (large) value again by the file's name.
+    # A large file's digest and flush run on another thread while this one reads and checks the
+    # header: hashing and the disk wait release the GIL, so it is durable about a millisecond
+    # sooner. A small file's are done here after the header (`INLINE_DIGEST_BELOW`). Either way
+    # the move into the blob store waits for the header: pydicom reads a deferred (large) value
+    # again by the file's name.
     if path.stat().st_size < INLINE_DIGEST_BELOW:
         with open(path, "rb") as fp:
             checked = _read_and_check(fp, expected)
