@@ -15,7 +15,7 @@ header over the sample corpus and over cut and damaged files.
 from __future__ import annotations
 
 from struct import Struct
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
@@ -49,6 +49,15 @@ class _NotSimple(Exception):
     """The file needs pydicom's full reader."""
 
 
+class PixelStart(NamedTuple):
+    """Where the header read stopped: the pixel data element's tag, VR (None if implicit), value offset, length."""
+
+    tag: int
+    vr: str | None
+    offset: int
+    length: int
+
+
 def read_header(fp: BinaryIO) -> tuple[Dataset, str]:
     """The object's header up to its pixel data (bulk values over 1 KiB left in the file) and its transfer syntax.
 
@@ -60,6 +69,20 @@ def read_header(fp: BinaryIO) -> tuple[Dataset, str]:
         fp.seek(0)
         header = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_SIZE)
         return header, str(header.file_meta.TransferSyntaxUID)
+
+
+def read_header_deferring(fp: BinaryIO) -> tuple[Dataset, str, PixelStart | None] | None:
+    """The header as `dcmread(stop_before_pixels=True, defer_size=1024)` reads it, and where its pixel data starts.
+
+    Every value over 1 KiB is left in the file (not only bulk ones), as pydicom's reader leaves
+    them: the WADO-RS metadata turns those into BulkDataURIs. None when the file needs `dcmread`.
+    """
+    reader = _Reader(fp, defer_any=True)
+    try:
+        ds, transfer_syntax = reader.header()
+    except _NotSimple:
+        return None
+    return ds, transfer_syntax, reader.pixel
 
 
 def _implicit_vr(transfer_syntax: str) -> bool | None:
@@ -79,8 +102,10 @@ def _implicit_vr(transfer_syntax: str) -> bool | None:
 class _Reader:
     """One header read: a window of the file (`buf`, starting at file offset `base`) and a cursor."""
 
-    def __init__(self, fp: BinaryIO) -> None:
+    def __init__(self, fp: BinaryIO, *, defer_any: bool = False) -> None:
         self.fp = fp
+        self.defer_any = defer_any  # defer every long value, not only bulk ones (`read_header_deferring`)
+        self.pixel: PixelStart | None = None
         self.base = 0
         self.buf = fp.read(_CHUNK)
         self.at_eof = len(self.buf) < _CHUNK
@@ -180,6 +205,7 @@ class _Reader:
                 else:
                     raise _NotSimple  # the file ends inside the element's length
             if tag in _PIXEL_TAGS:  # after the length, as in pydicom's reader (a cut there fails alike)
+                self.pixel = PixelStart(tag, vr, value_pos, length)
                 break
             if group == 0xFFFE:
                 raise _NotSimple  # a stray item or delimiter: pydicom's reader stops there its own way
@@ -192,7 +218,7 @@ class _Reader:
             if 0 < length <= _DEFER_SIZE and start + length <= len(buf):
                 value: bytes | None = buf[start : start + length]
             else:
-                value = self._value(vr, length, value_pos)
+                value = self._value(vr, length, value_pos, tag)
             key = BaseTag(tag)
             elements[key] = RawDataElement(key, vr, length, value, value_pos, implicit, True)
             if tag == 0x00080005:
@@ -200,11 +226,11 @@ class _Reader:
             pos = value_pos + length
         return elements, encoding
 
-    def _value(self, vr: str | None, length: int, pos: int) -> bytes | None:
-        """An element's value bytes (fewer when the file ends early); None for a deferred bulk value."""
+    def _value(self, vr: str | None, length: int, pos: int, tag: int) -> bytes | None:
+        """An element's value bytes (fewer when the file ends early); None for a deferred value."""
         if length == 0:
             return empty_value_for_VR(vr, raw=True)  # type: ignore[return-value]
-        if length > _DEFER_SIZE and vr in BULK_VRS:
+        if length > _DEFER_SIZE and (vr in BULK_VRS or (self.defer_any and tag != 0x00080005)):
             return None
         if length > _MAX_VALUE:
             raise _NotSimple

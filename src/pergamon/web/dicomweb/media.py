@@ -27,7 +27,7 @@ import math
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydicom import Dataset
@@ -109,6 +109,7 @@ def to_json(
     *,
     bulk_uri: BulkUri | None = None,
     bulk_threshold: int = 1024,
+    leave_out: Container[int] = (),
     _path: TagPath = (),
 ) -> dict[str, Any]:
     """One dataset in the DICOM JSON Model (PS3.18 F.2); see the module docstring.
@@ -116,12 +117,13 @@ def to_json(
     A binary element longer than ``bulk_threshold`` bytes gets ``BulkDataURI: bulk_uri(path)`` when
     ``bulk_uri`` is given and returns a URI; otherwise its value is sent as ``InlineBinary``.
     Group lengths and file meta information are left out; Specific Character Set becomes
-    ``ISO_IR 192`` since the JSON text is Unicode.
+    ``ISO_IR 192`` since the JSON text is Unicode. Top-level tags in ``leave_out`` are skipped
+    (the caller renders them itself).
     """
     out: dict[str, Any] = {}
     # By tag, not `for elem in ds`: iterating a Dataset converts every raw element first.
     for tag in sorted(int(t) for t in ds.keys()):  # noqa: SIM118
-        if tag & 0xFFFF == 0 or tag >> 16 == 0x0002:
+        if tag & 0xFFFF == 0 or tag >> 16 == 0x0002 or tag in leave_out:
             continue
         plain = _plain_raw(ds.get_item(tag))
         if plain is not None:

@@ -293,16 +293,12 @@ def instance_json(header: frames.InstanceHeader, bulk_base: str) -> dict[str, An
 
     ds = header.dataset
     deferred: dict[int, RawDataElement] = {}
-    shown = Dataset()
     for tag in ds.keys():  # noqa: SIM118 - iterating the Dataset itself would read deferred values
         raw: Any = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
-            if _vr_of(raw) != "SQ":
-                deferred[int(tag)] = raw
-                continue
-            raw = ds[tag]  # a long sequence is read (from the file) and rendered item by item
-        shown[tag] = raw
-    out = media.to_json(shown, bulk_uri=uri, bulk_threshold=frames.BULK_THRESHOLD)
+        # A long sequence is left to `to_json`: it reads it from the file and renders it item by item.
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length and _vr_of(raw) != "SQ":
+            deferred[int(tag)] = raw
+    out = media.to_json(ds, bulk_uri=uri, bulk_threshold=frames.BULK_THRESHOLD, leave_out=deferred)
     for number, element in deferred.items():
         out[f"{number:08X}"] = {"vr": _vr_of(element), "BulkDataURI": uri((number,))}
     pixel_tag = header.pixel_tag
