@@ -158,9 +158,13 @@ def _plain_header(content: Path, ds: Dataset, transfer_syntax: str, pixel: heade
     ds.set_original_encoding(syntax.is_implicit_VR, True, encoding)
     located = None
     if pixel is not None:
-        vr = pixel.vr or ("OW" if pixel.tag == 0x7FE00010 else ("OF" if pixel.tag == 0x7FE00008 else "OD"))
-        located = PixelElement(pixel.tag, vr, pixel.offset, pixel.length)
+        located = PixelElement(pixel.tag, pixel.vr or _implicit_pixel_vr(pixel.tag), pixel.offset, pixel.length)
     return InstanceHeader(ds, syntax, content, located)
+
+
+def _implicit_pixel_vr(tag: int) -> str:
+    """The VR of a pixel data element read in implicit VR (the data dictionary's: OW, OF or OD)."""
+    return "OW" if tag == 0x7FE00010 else ("OF" if tag == 0x7FE00008 else "OD")
 
 
 def _syntax_of(ds: Dataset) -> UID:
@@ -190,7 +194,7 @@ def _pixel_element(f: BinaryIO, syntax: UID) -> PixelElement | None:
         return None
     if syntax.is_implicit_VR:
         (length,) = struct.unpack(f"{endian}I", head[4:8])
-        return PixelElement(tag, "OW" if tag == 0x7FE00010 else ("OF" if elem == 8 else "OD"), start + 8, length)
+        return PixelElement(tag, _implicit_pixel_vr(tag), start + 8, length)
     vr = head[4:6].decode("ascii", "replace")
     (length,) = struct.unpack(f"{endian}I", f.read(4))
     return PixelElement(tag, vr, start + 12, length)
