@@ -116,10 +116,10 @@ def ingest(section: dict[str, Any]) -> list[str]:
     return out
 
 
-def query(section: dict[str, Any]) -> list[str]:
+def query(section: dict[str, Any], title: str = "Query at scale") -> list[str]:
     n = section["studies"] * section["per_study"]
     out = [
-        "## Query at scale",
+        f"## {title}",
         "",
         f"Index of **{section['studies']:,} studies / {n:,} instances** (small generated instances, "
         f"{section['per_study']} per study), loaded into each peer with dcmtk storescu over 4 parallel "
@@ -203,7 +203,11 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results.get("notes"):
         out += ["Notes on this run:", "", *(f"- {note}" for note in results["notes"]), ""]
-    for name, render in (("ingest", ingest), ("query", query), ("viewer", viewer)):
+    def query_postgresql(section: dict[str, Any]) -> list[str]:
+        return query(section, "Query at scale, PostgreSQL index (a run of its own)")
+
+    for name, render in (("ingest", ingest), ("query", query), ("query-postgresql", query_postgresql),
+                         ("viewer", viewer)):
         if name in results:
             section = results[name]
             if section.get("quick"):
