@@ -11,6 +11,14 @@ What differs between SQLite and PostgreSQL lives here: SQLite gets WAL with sync
 case-sensitive except where Pergamon normalises, see `archive.query`) and one in-process write
 lock, since SQLite has a single writer anyway and waiting on a lock is cheaper than retrying
 SQLITE_BUSY. PostgreSQL writers run concurrently.
+
+Round trips to PostgreSQL are the cost of most index work (a stored object, a query), so two
+pieces of SQLAlchemy's generic behaviour are narrowed here. Reads run in autocommit: at PostgreSQL's
+READ COMMITTED every statement takes its own snapshot anyway, so the transaction SQLAlchemy opens
+gave a read nothing but a BEGIN and a ROLLBACK. A pooled connection is pinged before use only when
+it has been idle for `PING_AFTER_IDLE` seconds rather than at every checkout: a server restart or
+an idle-connection killer is still caught before a request, while a busy archive skips a round trip
+per transaction (SQLAlchemy's "pessimistic" disconnect handling, by a pool event).
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from pergamon.archive.index.schema import metadata
 
@@ -34,6 +44,8 @@ HEAD_REVISION = "0007"
 """The newest migration in `migrations/versions` (a test checks it is Alembic's head)."""
 VERSION_TABLE = "alembic_version"
 """Where Alembic records the revision a database is at: one row, `version_num`."""
+PING_AFTER_IDLE = 1.0
+"""Seconds a pooled PostgreSQL connection may sit unused before it is pinged on its next checkout."""
 
 
 class Database:
@@ -55,9 +67,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 4,
-                pool_pre_ping=True,
                 connect_args=connect_args or {},
             )
+            _ping_when_idle(self.engine)
         self._write_lock = threading.RLock() if self.is_sqlite else None
 
     @contextlib.contextmanager
@@ -69,9 +81,12 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading (its own transaction, never committed)."""
+        """A connection for reading: its own transaction on SQLite, autocommit on PostgreSQL (see the module)."""
         with self.engine.connect() as conn:
-            yield conn
+            if self.is_sqlite:
+                yield conn
+            else:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def migrate(self) -> None:
         """Bring the schema to `HEAD_REVISION`: create it on an empty database, else run the migrations."""
@@ -112,6 +127,29 @@ def _create_at_head(conn: Connection) -> None:
         )
     )
     conn.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:head)"), {"head": HEAD_REVISION})
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout if it sat idle over `PING_AFTER_IDLE` s; a dead one is replaced.
+
+    Raising DisconnectionError from a checkout listener makes the pool drop that connection and
+    check out another (a new one if need be), as its own pre-ping does.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            log.info("dropping a pooled database connection that no longer answers: %s", exc)
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
