@@ -12,7 +12,9 @@ Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [
 `--stow BATCH` sends over STOW-RS instead: K client threads, BATCH instances per request (run.py's
 client), each on its own keep-alive connection.
 `--small` sends the query benchmark's tiny instances instead (STUDIES studies of 10, whole studies per
-association, as its loader does): the per-object cost without the bytes.
+association): the per-object cost without the bytes. `--shuffle` sends each association's files in a
+seeded random order, as the query loader's `storescu +sd` does (it reads folders in directory order):
+a study's instances then arrive far apart, so caches kept per study miss.
 A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches),
 one ending in `-inproc` without store worker processes;
 `pergamon-sqlite-base` / `pergamon-postgresql-base` run the sources in $BENCH_BASE_SRC (e.g. a `git archive`
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -256,6 +259,7 @@ def main() -> None:
     parser.add_argument("--targets", default="pergamon-sqlite,orthanc,storescp")
     parser.add_argument("--small", type=int, default=0, metavar="STUDIES")
     parser.add_argument("--stow", type=int, default=0, metavar="BATCH")
+    parser.add_argument("--shuffle", action="store_true", help="send in a seeded random order")
     args = parser.parse_args()
     files: list[Path] | list[list[Path]] = make_small(args.small) if args.small else make_data(args.n)
     count = sum(len(part) for part in split(files, 1))
@@ -274,10 +278,14 @@ def main() -> None:
                         send(receiver.port, [warm_up])
                         cpu0 = receiver.cpu_seconds()
                         main0 = receiver.main_cpu_seconds()
+                        parts = split(files, k)
+                        if args.shuffle:
+                            for part in parts:
+                                random.Random(len(part)).shuffle(part)
                         if args.stow:
-                            elapsed = send_stow(receiver.http_port, split(files, k), args.stow)
+                            elapsed = send_stow(receiver.http_port, parts, args.stow)
                         else:
-                            elapsed = send(receiver.port, split(files, k))
+                            elapsed = send(receiver.port, parts)
                         cpu = receiver.cpu_seconds() - cpu0
                         main_cpu = receiver.main_cpu_seconds() - main0
                     finally:
