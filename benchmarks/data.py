@@ -148,9 +148,11 @@ def small_studies(dest: Path, n_studies: int, *, per_study: int = 10, seed: int 
     """`n_studies` studies of `per_study` tiny (8x8) instances in 2 series, with realistic demographics.
 
     About two studies per patient; names from common family/given names, StudyDate uniform over
-    2015-2024, one modality per study from MODALITY_WEIGHTS. Files go to `dest/part-K/` folders
-    (8 parts, so loaders can send them over parallel associations). Encoded by `_part10` rather
-    than pydicom (20x faster; 10^6 files matter). Cached like `ct_study`.
+    2015-2024, one modality per study from MODALITY_WEIGHTS. Files go to `dest/part-K/STUDY/`
+    folders (8 parts, so loaders can send them over parallel associations; one folder per study,
+    so `storescu +sd +r` sends each study's instances in a row, as modalities and archives do,
+    studies in directory order). Encoded by `_part10` rather than pydicom (20x faster; 10^6 files
+    matter). Cached like `ct_study`.
     """
     dest.mkdir(parents=True, exist_ok=True)
     manifest = dest / "manifest.json"
@@ -183,14 +185,14 @@ def small_studies(dest: Path, n_studies: int, *, per_study: int = 10, seed: int 
             0x00280011: ("US", 8), 0x00280100: ("US", 16), 0x00280101: ("US", 12), 0x00280102: ("US", 11),
             0x00280103: ("US", 0), 0x7FE00010: ("OW", pixels),
         }
-        part = dest / f"part-{k % 8}"
-        part.mkdir(exist_ok=True)
+        part = dest / f"part-{k % 8}" / f"{k:07d}"
+        part.mkdir(parents=True, exist_ok=True)
         for i in range(per_study):
             s = i * 2 // per_study
             sop_uid = uid("small-instance", seed, k, i)
             elements = {**study, 0x00080018: ("UI", sop_uid), 0x0020000E: ("UI", uid("small-series", seed, k, s)),
                         0x00200011: ("IS", str(s + 1)), 0x00200013: ("IS", str(i + 1))}
-            (part / f"{k:07d}_{i:02d}.dcm").write_bytes(_part10(sop_class, sop_uid, elements))
+            (part / f"{i:02d}.dcm").write_bytes(_part10(sop_class, sop_uid, elements))
         rows.append(StudyRow(study_uid, patient_id, name, study_date, modality))
     manifest.write_text(json.dumps([asdict(row) for row in rows]))
     return rows

@@ -198,18 +198,18 @@ def make_small(n_studies: int) -> list[list[Path]]:
     """The query benchmark's tiny instances, as the 8 folders (whole studies each) it loads them from."""
     import data
 
-    folder = Path(tempfile.gettempdir()) / f"pergamon-ingest-bench-small-{n_studies}"
-    data.small_studies(folder, n_studies)
-    return [sorted(part.iterdir()) for part in sorted(folder.glob("part-*"))]
+    folder = Path(tempfile.gettempdir()) / f"pergamon-ingest-bench-small-{n_studies}-by-study"
+    data.small_studies(folder, n_studies)  # one folder per study under each part
+    return [sorted(part.rglob("*.dcm")) for part in sorted(folder.glob("part-*"))]
 
 
 def warm_up_files() -> list[Path]:
     """One tiny instance each receiver gets, untimed, before a run (Pergamon starts its workers then)."""
     import data
 
-    folder = Path(tempfile.gettempdir()) / "pergamon-ingest-bench-warm-up"
+    folder = Path(tempfile.gettempdir()) / "pergamon-ingest-bench-warm-up-by-study"
     data.small_studies(folder, 1, per_study=1)
-    return sorted(folder.glob("part-*/*"))
+    return sorted(folder.rglob("*.dcm"))
 
 
 def split(files: list[Path] | list[list[Path]], k: int) -> list[list[Path]]:

@@ -138,7 +138,7 @@ class Bench:
         timed runs measure the steady state; Orthanc and storescp get the same instance.
         """
         data.small_studies(self.cache / "warm-up", 1, per_study=1)
-        return sorted((self.cache / "warm-up").glob("part-*/*"))
+        return sorted((self.cache / "warm-up").rglob("*.dcm"))
 
     def send_dimse(self, peer: peers.Peer, parts: list[list[Path]]) -> float:
         """dcmtk storescu, one process (one association) per part, all started together: instances/s."""
@@ -179,16 +179,17 @@ class Bench:
         n_studies = 300 if self.args.quick else self.args.scale_studies
         per_study = self.args.per_study
         t0 = time.perf_counter()
-        rows = data.small_studies(self.cache / f"small-{n_studies}x{per_study}", n_studies, per_study=per_study)
+        scale = f"{n_studies}x{per_study}-by-study"  # -by-study: one folder per study (data.small_studies)
+        rows = data.small_studies(self.cache / f"small-{scale}", n_studies, per_study=per_study)
         log(f"query: {n_studies} studies x {per_study} instances ready ({time.perf_counter() - t0:.0f} s)")
-        folder = Path(self.cache / f"small-{n_studies}x{per_study}")
+        folder = Path(self.cache / f"small-{scale}")
         part_dirs = sorted(folder.glob("part-*"))
         loaded: dict[str, Any] = {}
         stack: list[Any] = []
         running: dict[str, peers.Peer] = {}
         try:
             for name in self.peer_names:
-                peer_folder = self.cache / f"loaded-{n_studies}x{per_study}" / name
+                peer_folder = self.cache / f"loaded-{scale}" / name
                 marker = peer_folder / "loaded.json"
                 fresh = not marker.exists()
                 ctx = self.running(name, peer_folder, fresh=fresh, pg_database=f"pergamon_bench_q{n_studies}")
@@ -216,7 +217,7 @@ class Bench:
         t0 = time.perf_counter()
         procs = [
             subprocess.Popen(
-                ["storescu", "-aec", peer.aet, "+sd", "127.0.0.1", str(peer.dicom_port), *map(str, dirs)],
+                ["storescu", "-aec", peer.aet, "+sd", "+r", "127.0.0.1", str(peer.dicom_port), *map(str, dirs)],
                 env=peers.NODELAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             for dirs in groups
