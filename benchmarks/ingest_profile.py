@@ -13,7 +13,7 @@ Usage: .venv/bin/python benchmarks/ingest_profile.py [--n 1000] [--assocs 1,4] [
 client), each on its own keep-alive connection.
 `--small` sends the query benchmark's tiny instances instead (STUDIES studies of 10, whole studies per
 association): the per-object cost without the bytes. `--shuffle` sends each association's files in a
-seeded random order, as the query loader's `storescu +sd` does (it reads folders in directory order):
+seeded random order, as the query loader's `storescu +sd` did while many studies shared a folder:
 a study's instances then arrive far apart, so caches kept per study miss.
 A target ending in `-nofast` runs Pergamon without `dimse.fastpath` (A/B of the pynetdicom patches),
 one ending in `-inproc` without store worker processes;
