@@ -149,6 +149,12 @@ class DatabaseSettings:
         default="",
     )
     pool_size: int = _doc("Connections kept open to PostgreSQL.", default=8)
+    maintenance_interval: float = _doc(
+        "PostgreSQL with autovacuum off: seconds between Pergamon's checks of its tables, which it "
+        "then ANALYZEs and VACUUMs by autovacuum's own thresholds (stale statistics make queries slow). "
+        "0: never. Nothing is done with autovacuum on, or on SQLite.",
+        default=60.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from types import FrameType
 from pergamon.archive import orders
 from pergamon.archive.events import ApplicationStarted, ApplicationStopped
 from pergamon.archive.ian import IanTrigger
+from pergamon.archive.index.maintenance import IndexMaintenance
 from pergamon.archive.jobs import JobRunner
 from pergamon.archive.service import Archive
 from pergamon.archive.sweeper import sweep_orphans
@@ -60,6 +61,7 @@ class Pergamon:
             self.archive.bus.subscribe(self.audit_trail.handle)
         self.audit_repository = AuditRepository(self.archive)
         self.clock = ClockMonitor(self.archive)
+        self.index_maintenance = IndexMaintenance(self.archive.db, settings.database.maintenance_interval)
         self.metadata_warmer: MetadataWarmer | None = None
         if settings.http.metadata_prepare_delay > 0:
             self.metadata_warmer = MetadataWarmer(self.archive, settings.http.metadata_prepare_delay)
@@ -118,6 +120,7 @@ class Pergamon:
             (self.audit_sender.start, self.audit_sender.stop),
             (self.jobs.start, self.jobs.stop),
             (self.clock.start, self.clock.stop),
+            (self.index_maintenance.start, self.index_maintenance.stop),
         ]
         if self.metadata_warmer is not None:
             workers.append((self.metadata_warmer.start, self.metadata_warmer.stop))
