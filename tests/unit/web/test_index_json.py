@@ -53,6 +53,10 @@ CASES: dict[str, dict[str, Any]] = {
         "00280010": {"vr": "US", "Value": [512]},
         "00281040": {"vr": "SS", "Value": [-3, 4]},
     },
+    "character set, with and without a value": {
+        "00080005": {"vr": "CS"},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Müller"}]},
+    },
     "left to to_json: a value with a backslash, tags, binary, items, character set": {
         "00080005": {"vr": "CS", "Value": ["ISO_IR 100"]},
         "00081030": {"vr": "LO", "Value": ["A\\B"]},

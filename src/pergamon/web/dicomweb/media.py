@@ -168,6 +168,9 @@ def from_index_json(elements: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, element in elements.items():
+        if key == "00080005" and element.get("vr") == "CS":  # a QIDO-RS default key, in every study result
+            out[key] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # what `to_json` writes: the JSON text is Unicode
+            continue
         plain = _plain_index_element(key, element)
         out[key] = plain if plain is not None else to_json(Dataset.from_json({key: element}))[key]
     return out
