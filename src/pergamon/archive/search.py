@@ -332,8 +332,9 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
     produced = 0
     for row in conn.execute(query):
         attrs: dict[str, Any] = {}
-        for column in attrs_columns:
-            attrs.update(json.loads(getattr(row, column)))
+        texts = [getattr(row, column) for column in attrs_columns]
+        for text in texts:
+            attrs.update(json.loads(text))
         computed = _computed_values(plan.computed, row)
         if filtered and not (
             _matches_in_memory(plan.in_memory, attrs, computed) and _matches_items(plan.item_filters, attrs)
@@ -343,12 +344,21 @@ def run_search(conn: Any, search: Search, *, retrieve_ae: str = "") -> Iterator[
             skipped += 1
             continue
         yield Match(
-            json=response_json(search, attrs, computed, retrieve_ae, fields),
+            json=response_json(search, attrs, computed, retrieve_ae, fields, attrs_ascii=all(map(_ascii_json, texts))),
             pks={lvl: getattr(row, f"{lvl.value}_pk") for lvl in levels},
         )
         produced += 1
         if filtered and search.limit and produced >= search.limit:
             return
+
+
+def _ascii_json(text: str) -> bool:
+    """Whether a stored JSON text certainly holds ASCII only: no other character and no \\u escape.
+
+    The index writes its JSON with `json.dumps`' default escaping, so one C-speed scan per text
+    spares `response_json` walking every answer value to decide on ISO_IR 192.
+    """
+    return text.isascii() and "\\u" not in text
 
 
 def _computed_values(keywords: list[str], row: Any) -> dict[str, Any]:
@@ -449,6 +459,8 @@ def response_json(
     computed: dict[str, Any],
     retrieve_ae: str,
     fields: list[AnswerField] | None = None,
+    *,
+    attrs_ascii: bool = False,
 ) -> dict[str, Any]:
     """The response identifier of one match (PS3.4 C.4.1.1.3.2) in DICOM JSON; see the module docstring.
 
@@ -456,12 +468,14 @@ def response_json(
     item restricts nothing), each reduced to the item's keys; sent without one, the whole stored
     sequence. Computed keys whose level is not joined are returned zero length. Keys are in tag
     order, as in an encoded data set. `fields` is `answer_fields(search)`, passed when answering
-    many matches of one search.
+    many matches of one search. `attrs_ascii` says `attrs` holds ASCII text only, so only computed
+    values can call for ISO_IR 192.
     """
     selected: dict[str, Any] = {}
+    from_computed: dict[str, Any] = {}
     for answer in fields if fields is not None else answer_fields(search):
         if answer.keyword in computed:
-            selected[answer.key] = _computed_json(answer.vr, computed[answer.keyword])
+            selected[answer.key] = from_computed[answer.key] = _computed_json(answer.vr, computed[answer.keyword])
         elif answer.items is not None:
             matching = _matching_items(attrs.get(answer.key), answer.items)
             selected[answer.key] = {
@@ -473,7 +487,7 @@ def response_json(
     selected[_QUERY_LEVEL_KEY] = {"vr": "CS", "Value": [search.level.value]}
     if retrieve_ae:
         selected[_RETRIEVE_AE_KEY] = {"vr": "AE", "Value": [retrieve_ae]}
-    if _json_needs_utf8(selected):
+    if _json_needs_utf8(from_computed if attrs_ascii else selected):  # level and AE title are ASCII
         selected[_CHARSET_KEY] = {"vr": "CS", "Value": ["ISO_IR 192"]}
     return dict(sorted(selected.items()))
 

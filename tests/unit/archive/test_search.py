@@ -368,3 +368,13 @@ def postgresql_plan(archive: Any, query: Any) -> str:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         sql = str(query.compile(archive.db.engine, compile_kwargs={"literal_binds": True}))
         return " | ".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+def test_stored_non_ascii_text_is_declared_utf8_and_ascii_is_not(archive: Any, tmp_path: Path) -> None:
+    """run_search decides ISO_IR 192 from the stored JSON text (escaped non-ASCII included), per match."""
+    store_series(archive, tmp_path, 1, patient_id="PGM-U", patient_name="Müller^Hans")
+    store_series(archive, tmp_path, 1, patient_id="PGM-A", patient_name="Muller^Hans")
+    search = Search(Level.STUDY, return_keys=["PatientID", "PatientName"])
+    with archive.db.read() as conn:
+        charsets = {m.json["00100020"]["Value"][0]: m.json.get("00080005") for m in run_search(conn, search)}
+    assert charsets == {"PGM-U": {"vr": "CS", "Value": ["ISO_IR 192"]}, "PGM-A": None}
