@@ -20,6 +20,23 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+YOUNG_COLLECTION_THRESHOLD = 10_000
+"""Allocations between collections of the youngest generation (CPython's default: 700)."""
+
+
+def collect_young_less_often() -> None:
+    """Raise the youngest generation's threshold from CPython's 700 allocations to 10,000.
+
+    A large answer holds its results while it builds them (a study search with 2,929 matches: some
+    150,000 dicts and lists), and at the default every 700 allocations start a collection that
+    walks the survivors again: 30-45% of such a search's and its rendering's time on the 2-core
+    test machine (`benchmarks/RESULTS.md`, query notes). Cyclic garbage waits a little longer;
+    reference counting still frees everything else at once. Called with `freeze_startup_objects`.
+    """
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
+
+
 class ProcessThreads:
     """A thread pool made on first use and kept for the process's life, shared by all its callers.
 

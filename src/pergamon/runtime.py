@@ -31,7 +31,7 @@ from pergamon.dimse import commitment, mpps
 from pergamon.dimse.server import DicomServer
 from pergamon.hl7.receiver import build_router
 from pergamon.hl7.server import Hl7Server
-from pergamon.process import freeze_startup_objects
+from pergamon.process import collect_young_less_often, freeze_startup_objects
 from pergamon.storage.filesystem import FilesystemBlobStore
 from pergamon.web.dicomweb.metadata_warmer import MetadataWarmer
 from pergamon.web.server import HttpServer
@@ -153,6 +153,7 @@ class Pergamon:
         signal.signal(signal.SIGINT, request_stop)
         self.start()
         freeze_startup_objects()
+        collect_young_less_often()
         while not self._stopping.wait(3600):
             pass
         self.stop()

@@ -1,4 +1,4 @@
-"""A serving process freezes what it built while starting (`process.freeze_startup_objects`); its shared threads."""
+"""A serving process freezes what it built while starting and collects young objects less often; its threads."""
 
 from __future__ import annotations
 
@@ -40,12 +40,31 @@ def test_serve_freezes_once_started(settings: Settings, monkeypatch: pytest.Monk
     monkeypatch.setattr(app, "start", lambda: calls.append("start"))
     monkeypatch.setattr(app, "stop", lambda *_args: calls.append("stop"))
     monkeypatch.setattr(runtime, "freeze_startup_objects", lambda: calls.append("freeze"))
+    monkeypatch.setattr(runtime, "collect_young_less_often", lambda: calls.append("young"))
     app._stopping.set()  # as if SIGTERM came at once
     try:
         app.run_until_signalled()
     finally:
         app.archive.close()
-    assert calls == ["start", "freeze", "stop"]
+    assert calls == ["start", "freeze", "young", "stop"]
+
+
+@pytest.fixture
+def default_thresholds() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_young_objects_are_collected_less_often_and_cycles_still(default_thresholds: None) -> None:
+    gc.set_threshold(700, 10, 10)
+    process.collect_young_less_often()
+    assert gc.get_threshold() == (process.YOUNG_COLLECTION_THRESHOLD, 10, 10)
+    gc.collect()
+    before = gc.get_stats()[0]["collections"]
+    kept = [[] for _ in range(process.YOUNG_COLLECTION_THRESHOLD // 2)]  # containers that live on, as results do
+    assert gc.get_stats()[0]["collections"] == before, "a young collection ran before the threshold"
+    assert len(kept) == process.YOUNG_COLLECTION_THRESHOLD // 2
 
 
 def test_process_threads_are_made_once_and_reused() -> None:

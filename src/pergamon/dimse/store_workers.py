@@ -454,7 +454,7 @@ def worker_main(channel_fd: int) -> None:
     from pergamon.archive.service import Archive
     from pergamon.cli import setup_logging
     from pergamon.dimse import direct_store
-    from pergamon.process import freeze_startup_objects
+    from pergamon.process import collect_young_less_often, freeze_startup_objects
 
     channel = socket.socket(fileno=channel_fd)
     first = pickle.loads(channel.recv(MESSAGE_BYTES))
@@ -513,6 +513,7 @@ def worker_main(channel_fd: int) -> None:
             send(("stored", rid, errors.PergamonError(str(reply))))
 
     freeze_startup_objects()
+    collect_young_less_often()
     send(("ready",))
     while True:
         data, fds, _flags, _address = socket.recv_fds(channel, MESSAGE_BYTES, 1)
