@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from pergamon.archive.index.database import Database
 from pergamon.config import DicomSettings, RemoteAE, Settings, StorageSettings
 
 POSTGRES_URL = os.environ.get("PERGAMON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -106,6 +107,21 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     """The index URL for one test (see `index_database`)."""
     with index_database(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def index_db(database_url: str) -> Iterator[Database]:
+    """An empty index at the newest schema, with a pool of two connections, for tests of the database layer."""
+    opened = Database(database_url, pool_size=2)
+    opened.migrate()
+    yield opened
+    opened.dispose()
+
+
+def postgresql_only(db: Database, why: str) -> None:
+    """Skip the calling test on SQLite, saying `why` it needs PostgreSQL."""
+    if db.is_sqlite:
+        pytest.skip(f"PostgreSQL only: {why}")
 
 
 def make_settings(data_dir: Path, database_url: str, *, remotes: tuple[RemoteAE, ...] = (), **dicom: Any) -> Settings:

@@ -6,11 +6,9 @@ Runs on the backend PERGAMON_TEST_DB names; the PostgreSQL-only checks skip on S
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import POSTGRES_URL, index_database
+from conftest import POSTGRES_URL, postgresql_only
 from psycopg import pq
 from sqlalchemy import create_engine, func, insert, select, text
 
@@ -20,17 +18,12 @@ from pergamon.archive.index.schema import job
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with index_database(tmp_path) as url:
-        opened = Database(url, pool_size=2)
-        opened.migrate()
-        yield opened
-        opened.dispose()
+def db(index_db: Database) -> Database:
+    return index_db
 
 
 def _postgresql_only(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL only: SQLite has no server connection to lose and no autocommit reads")
+    postgresql_only(db, "SQLite has no server connection to lose and no autocommit reads")
 
 
 def _job_row(n: int) -> dict[str, object]:

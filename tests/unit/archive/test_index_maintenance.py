@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import index_database
+from conftest import postgresql_only
 from sqlalchemy import insert, text
 
 from pergamon.archive.index import maintenance
@@ -22,17 +20,12 @@ from pergamon.archive.index.schema import patient
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    with index_database(tmp_path) as url:
-        opened = Database(url, pool_size=2)
-        opened.migrate()
-        yield opened
-        opened.dispose()
+def db(index_db: Database) -> Database:
+    return index_db
 
 
 def _postgresql_only(db: Database) -> None:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL only: SQLite keeps no planner statistics to refresh")
+    postgresql_only(db, "SQLite keeps no planner statistics to refresh")
 
 
 def _activity(reltuples: float = 1000, changed: int = 0, dead: int = 0, inserted: int = 0) -> TableActivity:
