@@ -48,6 +48,10 @@ def test_the_rule_is_autovacuums(activity: TableActivity, expected: str | None) 
     assert activity.command(Thresholds()) == expected
 
 
+def test_an_insert_threshold_of_minus_one_turns_insert_vacuums_off() -> None:
+    assert _activity(inserted=10**6).command(Thresholds(insert_base=-1)) is None
+
+
 def _insert_patients(db: Database, n: int) -> None:
     """Insert `n` patients and make this backend publish its table counters now (PostgreSQL 15)."""
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -65,7 +65,9 @@ class TableActivity:
         analyze = self.changed_since_analyze > limits.analyze_base + limits.analyze_scale * rows
         vacuum = (
             self.dead_rows > limits.vacuum_base + limits.vacuum_scale * rows
-            or self.inserted_since_vacuum > limits.insert_base + limits.insert_scale * rows
+            or (  # an insert threshold of -1 turns insert-driven vacuums off
+                limits.insert_base >= 0 and self.inserted_since_vacuum > limits.insert_base + limits.insert_scale * rows
+            )
         )
         if vacuum:
             return "VACUUM (ANALYZE)" if analyze else "VACUUM"
