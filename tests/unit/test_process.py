@@ -56,7 +56,7 @@ def default_thresholds() -> Iterator[None]:
     gc.set_threshold(*saved)
 
 
-def test_young_objects_are_collected_less_often_and_cycles_still(default_thresholds: None) -> None:
+def test_young_objects_are_collected_less_often(default_thresholds: None) -> None:
     gc.set_threshold(700, 10, 10)
     process.collect_young_less_often()
     assert gc.get_threshold() == (process.YOUNG_COLLECTION_THRESHOLD, 10, 10)

@@ -168,9 +168,6 @@ def from_index_json(elements: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, element in elements.items():
-        if key == "00080005" and element.get("vr") == "CS":  # a QIDO-RS default key, in every study result
-            out[key] = {"vr": "CS", "Value": ["ISO_IR 192"]}  # what `to_json` writes: the JSON text is Unicode
-            continue
         plain = _plain_index_element(key, element)
         out[key] = plain if plain is not None else to_json(Dataset.from_json({key: element}))[key]
     return out
@@ -196,7 +193,9 @@ def _plain_raw(raw: Any) -> dict[str, Any] | None:
 def _plain_index_element(key: str, element: Mapping[str, Any]) -> dict[str, Any] | None:
     """`to_json`'s form of one plain element; None: not plain, let `to_json` decide."""
     vr = element.get("vr")
-    if key == "00080005" or len(element) > 2 or not isinstance(vr, str):
+    if key == "00080005":  # whatever it held, `to_json` declares the Unicode of the JSON text
+        return {"vr": "CS", "Value": ["ISO_IR 192"]} if vr == "CS" else None
+    if len(element) > 2 or not isinstance(vr, str):
         return None
     if "Value" not in element:
         return {"vr": vr} if len(element) == 1 and vr != "SQ" and vr not in BINARY_VRS else None
