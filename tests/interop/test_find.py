@@ -41,8 +41,10 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
+from pynetdicom.transport import AssociationSocket
 
 import pergamon.dimse.find as find_door
+import pergamon.dimse.find_responses as find_responses
 from pergamon.archive.origin import Origin
 from pergamon.config import QuerySettings, Settings
 from pergamon.runtime import Pergamon
@@ -898,6 +900,32 @@ def test_responses_keep_to_the_peers_maximum_pdu(settings: Settings, tmp_path: P
         assert len(pdus) > 3 * 9000 / max_pdu
     else:
         assert [count for _, count in pdus] == [2, 2, 2, 1]  # command and identifier in one PDU; then the final status
+
+
+def test_pending_responses_share_socket_writes(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pending responses of one query go to the socket together, and the final status after them."""
+    writes: list[bytes] = []  # the P-DATA-TF writes of Pergamon's side
+    send = AssociationSocket.send
+
+    def counted(self: AssociationSocket, data: bytes) -> None:
+        if self.assoc.is_acceptor and data[:1] == b"\x04":
+            writes.append(bytes(data))
+        send(self, data)
+
+    monkeypatch.setattr(AssociationSocket, "send", counted)
+    monkeypatch.setattr(find_responses, "BATCH_SECONDS", 60.0)  # a slow machine must not flush on time here
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(MODELS["S"])
+    assoc = ae.associate("127.0.0.1", corpus.port, ae_title=corpus.ae_title)
+    assert assoc.is_established
+    try:
+        answers = assoc.send_c_find(key_dataset("STUDY", ["StudyInstanceUID"]), MODELS["S"])
+        statuses = [int(rsp.Status) for rsp, _ in answers]
+    finally:
+        assoc.release()
+    assert statuses == [0xFF00] * len(ALL_STUDIES) + [0x0000]
+    assert len(writes) == 2, [len(w) for w in writes]  # all pending responses, then the final one
+    assert writes[0].count(b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\xff") == len(ALL_STUDIES)  # Status FF00
 
 
 def test_findscu_with_a_small_maximum_pdu(settings: Settings, tmp_path: Path) -> None:

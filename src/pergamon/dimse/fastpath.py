@@ -31,6 +31,11 @@ waits or reads:
   clears the flag itself, under the checkpoint's lock, before it returns.
 * `AssociationSocket.recv`: one `recv_into` into a buffer of the PDU's size instead of 4 KiB
   `recv` calls appended to a growing bytearray (same result, including a short read at EOF).
+* Encoded P-DATA: an `EncodedPData` handed to `send_pdu` carries P-DATA-TF PDUs already encoded
+  (`find_responses` batches many C-FIND responses in one). The DUL thread takes it off its queue
+  in the same state-machine step as any P-DATA (DT-1 in Sta6, AR-7 in Sta8) and writes its bytes
+  with one socket send, so it stays the association's only writer and the queue keeps the order of
+  everything sent. pynetdicom's EVT_PDU_SENT and EVT_DATA_SENT are not triggered for these bytes.
 
 Other sleeps in those modules (the SCU-side waits) are passed through unchanged.
 """
@@ -49,7 +54,8 @@ import weakref
 from types import SimpleNamespace
 from typing import Any
 
-from pynetdicom import association, dul, timer
+from pynetdicom import association, dul, fsm, timer
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 IDLE_WAIT = 0.01  # longest wait of an idle reactor before it re-checks timers and flags (pynetdicom: 0.001)
@@ -74,6 +80,9 @@ def install() -> None:
         association.Association.__init__
     )
     timer.time = SimpleNamespace(time=time.monotonic)  # type: ignore[attr-defined]
+    for name in ("DT-1", "AR-7"):  # the two actions that send a queued P-DATA (Sta6, Sta8 + Evt9)
+        description, action, state = fsm.ACTIONS[name]
+        fsm.ACTIONS[name] = (description, _send_encoded_first(action, state), state)
     _installed = True
 
 
@@ -186,6 +195,33 @@ def _dul_sleep(seconds: float) -> None:
         return
     if waker.read_fd in ready:
         waker.drain()
+
+
+# -- encoded P-DATA ------------------------------------------------------------------------------
+
+
+class EncodedPData(P_DATA):
+    """P-DATA-TF PDUs already encoded by the sender, written by the DUL thread as they are."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
+
+
+def _send_encoded_first(action: Any, next_state: str) -> Any:
+    """Wrap a P-DATA sending action so that an `EncodedPData` at the queue's head is written as it is."""
+
+    def send(provider: Any) -> str:
+        queued = provider.to_provider_queue.queue
+        if queued and isinstance(queued[0], EncodedPData):
+            primitive = provider.to_provider_queue.get(False)
+            if provider.socket is not None:
+                provider.socket.send(primitive.encoded)
+            return next_state
+        return str(action(provider))
+
+    send.__doc__ = action.__doc__
+    return send
 
 
 # -- Association thread --------------------------------------------------------------------------

@@ -139,8 +139,22 @@ def _failure(status: int, message: str, tag: int | None = None) -> Dataset:
 def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """Answer a C-FIND request with one pending response per match, then success.
 
+    Pending responses written by `PendingResponses` are flushed before pynetdicom sends anything
+    this generator yields, so the final status always follows them on the wire.
+
     References: PS3.4 C.4.1.1.4 (statuses), C.4.1.3 (SCP behaviour), PS3.7 9.3.2.3 (C-CANCEL).
     """
+    direct = PendingResponses.open(event)
+    for response in _answer(event, archive, direct):
+        if direct is not None:
+            direct.flush()
+        yield response
+
+
+def _answer(
+    event: Event, archive: Archive, direct: PendingResponses | None
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """The responses pynetdicom sends; pending ones go through `direct` when there is one."""
     patient_root = event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind
     calling = event.assoc.requestor.ae_title
     try:
@@ -162,7 +176,6 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset,
         return
 
     search.limit = archive.settings.query.max_results
-    direct = PendingResponses.open(event)
     sent = 0
     try:
         with archive.db.read() as conn:
