@@ -141,6 +141,14 @@ def test_echo_and_store_over_mutual_tls(start: Any, pki: Pki, tmp_path: Path) ->
     result = dcmtk("storescu", "-aec", "PERGAMON", *client_tls(pki), "127.0.0.1", port, str(sample.path))
     assert result.returncode == 0, result.stderr
     assert app.archive.counts()["instances"] == 1
+    # C-FIND answers, batched into one socket write (find_responses), go through TLS whole
+    more = [samples.write(samples.make_instance(CT), tmp_path / f"ct{n}.dcm").path for n in (2, 3)]
+    assert dcmtk("storescu", "-aec", "PERGAMON", *client_tls(pki), "127.0.0.1", port, *map(str, more)).returncode == 0
+    keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
+    found = dcmtk("findscu", "-S", "-v", "-aec", "PERGAMON", *client_tls(pki), *keys, "127.0.0.1", port)
+    assert found.returncode == 0, found.stderr
+    assert found.stderr.count("Find Response:") == 3, found.stderr
+    assert "Received Final Find Response (Success)" in found.stderr, found.stderr
     # the plain port stays open ("STX: No Secure Transport")
     assert dcmtk("echoscu", "-aec", "PERGAMON", "127.0.0.1", str(app.settings.dicom.port)).returncode == 0
     assert not [e for e in events if isinstance(e, NodeAuthenticationFailed)]
