@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceStored, OrderReceived
@@ -460,24 +460,26 @@ def _relink(conn: Connection, pk: int) -> None:
 
 
 def _unlinked_orders(conn: Connection, study_uid: str) -> list[tuple[int, str]]:
-    """(order pk, how it matched) of the orders this study belongs to and is not yet linked to."""
-    row = conn.execute(select(study.c.accession_number, study.c.attrs).where(study.c.study_uid == study_uid)).first()
-    if row is None:
-        return []
-    accession, attrs = row
-    matches = [requested_procedure.c.study_uid == study_uid]
-    if accession:
-        matches.append(requested_procedure.c.accession_number == accession)
+    """(order pk, how it matched) of the orders this study belongs to and is not yet linked to.
+
+    One statement: the study joined to the orders carrying its UID or its (non-empty) Accession
+    Number, so a study with no order costs one indexed lookup (once per study while loading).
+    """
+    same_study = requested_procedure.c.study_uid == study.c.study_uid
+    same_accession = requested_procedure.c.accession_number == func.nullif(study.c.accession_number, "")  # '' is none
     linked = select(procedure_study.c.procedure_fk).where(procedure_study.c.study_uid == study_uid)
     candidates = (
-        conn.execute(select(requested_procedure).where(and_(or_(*matches), requested_procedure.c.pk.not_in(linked))))
+        conn.execute(
+            select(requested_procedure, study.c.accession_number.label("study_accession"), study.c.attrs)
+            .select_from(study.join(requested_procedure, or_(same_study, same_accession)))
+            .where(study.c.study_uid == study_uid, requested_procedure.c.pk.not_in(linked))
+        )
         .mappings()
         .all()
     )
-    issuer = _accession_issuer(attrs)
     found: list[tuple[int, str]] = []
     for order in candidates:
-        matched_by = _matched_by(order, study_uid, accession, issuer)
+        matched_by = _matched_by(order, study_uid, order["study_accession"], _accession_issuer(order["attrs"]))
         if matched_by:
             found.append((int(order["pk"]), matched_by))
     return found

@@ -156,6 +156,13 @@ def test_images_after_the_order_are_linked_by_study_uid(linking: Any, tmp_path: 
     assert linked(linking, pk) == [(study_uid, "study-uid")]
 
 
+def test_no_accession_on_either_side_is_no_match(linking: Any, tmp_path: Path) -> None:
+    pk = schedule(linking, new_order("PL1", study_uid=generate_uid(), accession_number=""))
+    study_uid = store_study(linking, tmp_path)
+    assert linked(linking, pk) == []
+    assert orders.link_study(linking.db, study_uid) == []
+
+
 def test_images_after_the_order_are_linked_by_accession(linking: Any, tmp_path: Path) -> None:
     pk = schedule(linking, new_order("PL1"))
     study_uid = store_study(linking, tmp_path, accession="ACC-PL1")
