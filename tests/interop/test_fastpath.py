@@ -17,13 +17,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import samples
 from conftest import dcmtk_env, free_port, require_tool, wait_for_port
 from pydicom import dcmread
 from pynetdicom import AE, association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.timer import Timer
+from pynetdicom.transport import AssociationSocket
 
 from pergamon.archive.index.writer import find_instance
 from pergamon.dimse import fastpath
@@ -73,6 +76,33 @@ def test_association_timers_ignore_wall_clock_steps(monkeypatch: Any) -> None:
     monkeypatch.setattr(time, "time", lambda: wall() + 3600)
     assert not idle.expired
     assert 59 < idle.remaining <= 60
+
+
+@pytest.mark.parametrize("state", ["Sta6", "Sta8"])  # established; release asked by the peer, not yet answered
+def test_encoded_p_data_is_written_as_it_is_in_both_states_that_send_data(state: str) -> None:
+    """The DUL's state machine writes an `EncodedPData` unchanged and stays in its state; other P-DATA still go."""
+    fastpath.install()
+    assoc = association.Association(AE(), mode="acceptor")
+    ours, peer = socket.socketpair()
+    peer.settimeout(5)  # bytes missing: fail, do not hang
+    provider = assoc.dul
+    provider.socket = AssociationSocket(assoc, client_socket=ours)
+    provider.state_machine.current_state = state
+    encoded = b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x02ab" * 3  # three P-DATA-TF PDUs
+    plain = P_DATA()
+    plain.presentation_data_value_list.append((1, b"\x03xy"))
+    try:
+        for primitive in (fastpath.EncodedPData(encoded), plain):
+            provider.to_provider_queue.put(primitive)
+            provider.state_machine.do_action("Evt9")
+            assert provider.state_machine.current_state == state
+        received = b""
+        while len(received) < len(encoded) + 14:
+            received += peer.recv(4096)
+    finally:
+        ours.close()
+        peer.close()
+    assert received == encoded + b"\x04\x00\x00\x00\x00\x08\x00\x00\x00\x04\x01\x03xy"
 
 
 def test_associations_end_on_release_and_abort_and_close_their_wake_pipes(server: Any) -> None:
