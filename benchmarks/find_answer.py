@@ -3,10 +3,12 @@
 Not a benchmark of record; a quick tool for the C-FIND door. N studies of one tiny CT instance
 each are stored once into a Pergamon SQLite peer (kept in `--cache`); each source under test then
 serves a copy of that index, and dcmtk findscu asks every one of them, in alternation, for all
-studies by Modality with `run.py`'s return keys. Printed per source, medians over `--rounds`:
-the query's wall time, findscu's own CPU time (user + system, from the kernel) and the server's
-(all its processes' user + system from /proc, before and after the query). A large answer is
-bounded by findscu's CPU as much as by the server's: both share the 2 cores of the test machine.
+studies by Modality with `run.py`'s return keys; so does a pynetdicom SCU on an open association
+in this process, as `run.py` does. Printed per source and client, medians over `--rounds`: the
+query's wall time, the client's own CPU time (findscu's from the kernel; this process's for
+pynetdicom) and the server's (all its processes' user + system from /proc, before and after the
+query). A large answer is bounded by the client's CPU as much as by the server's: both share the
+2 cores of the test machine.
 
     .venv/bin/python benchmarks/find_answer.py [--studies 3000] [--rounds 8] [--ab REV]
 
@@ -29,6 +31,8 @@ from pathlib import Path
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, Association
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
@@ -113,6 +117,28 @@ def ask(peer: peers.PergamonPeer, expected: int) -> tuple[float, float, float]:
     return wall, client, server
 
 
+def ask_pynetdicom(peer: peers.PergamonPeer, assoc: Association, expected: int) -> tuple[float, float, float]:
+    """(wall, this process's CPU, server CPU) seconds of one pynetdicom C-FIND for all CT studies."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    for key in FIND_RETURN_KEYS:
+        setattr(identifier, key, "")
+    identifier.ModalitiesInStudy = "CT"
+    assert peer.proc is not None
+    server_before = process_cpu(peer.proc.pid)
+    client_before = time.process_time()
+    start = time.perf_counter()
+    found = 0
+    for status, _identifier in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+        found += bool(status) and status.Status == 0xFF00
+    wall = time.perf_counter() - start
+    client = time.process_time() - client_before
+    server = process_cpu(peer.proc.pid) - server_before
+    if found != expected:
+        raise SystemExit(f"pynetdicom -> {peer.name}: {found} of {expected} studies")
+    return wall, client, server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=3000)
@@ -131,18 +157,32 @@ def main() -> None:
             source = peers.PergamonSource(rev=rev, cache=options.cache) if rev else None
             running[name] = peer = peers.PergamonPeer(folder, "sqlite", source=source)
             peer.start(fresh=False)
-        figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in running}
+        associations = {name: _associate(peer) for name, peer in running.items()}
+        figures: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for round_number in range(options.rounds):
             order = list(running) if round_number % 2 == 0 else list(reversed(running))
             for name in order:
-                figures[name].append(ask(running[name], options.studies))
+                figures.setdefault((name, "findscu"), []).append(ask(running[name], options.studies))
+                answer = ask_pynetdicom(running[name], associations[name], options.studies)
+                figures.setdefault((name, "pynetdicom"), []).append(answer)
+        for assoc in associations.values():
+            assoc.release()
     finally:
         for peer in running.values():
             peer.stop()
-    print(f"{options.studies} studies, findscu by Modality, medians of {options.rounds} (ms):")
-    for name, rows in figures.items():
+    print(f"{options.studies} studies by Modality, medians of {options.rounds} (ms):")
+    for (name, client_name), rows in figures.items():
         wall, client, server = (statistics.median(column) * 1000 for column in zip(*rows, strict=True))
-        print(f"  {name:14} wall {wall:6.0f}   findscu CPU {client:6.0f}   server CPU {server:6.0f}")
+        print(f"  {name:14} {client_name:10}  wall {wall:6.0f}   client CPU {client:6.0f}   server CPU {server:6.0f}")
+
+
+def _associate(peer: peers.PergamonPeer) -> Association:
+    ae = AE(ae_title="FINDANSWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", peer.dicom_port, ae_title=peer.aet)
+    if not assoc.is_established:
+        raise SystemExit(f"{peer.name} refused the association")
+    return assoc
 
 
 if __name__ == "__main__":

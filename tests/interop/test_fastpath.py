@@ -2,7 +2,8 @@
 
 The patched loops are exercised by every DIMSE test; these check what is particular to them: a
 PDU read in one buffer (including a peer that closes mid-PDU), releases and aborts still end the
-association, and the wake-up pipe of each association is closed when it ends.
+association, the wake-up pipe of each association is closed when it ends, and already encoded
+P-DATA (`EncodedPData`) leave as they are.
 """
 
 from __future__ import annotations
