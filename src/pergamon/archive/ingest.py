@@ -48,6 +48,13 @@ INLINE_DIGEST_BELOW = 128 * 1024
 `DIGEST_THREADS` (two thread switches, GIL hand-offs) costs more than the overlap saves."""
 
 
+class Digest(NamedTuple):
+    """Size and SHA-256 (hex) of a file's bytes, as the blob index records them."""
+
+    size: int
+    sha256: str
+
+
 class StoreOutcome(enum.Enum):
     """What a store did; doors map it to their own success or warning status."""
 
@@ -74,8 +81,12 @@ def store_file(
     expected_sop_instance: str | None = None,
     expected_study: str | None = None,
     move: bool = False,
+    digest: Digest | None = None,
 ) -> StoreResult:
     """Store the Part-10 file at `path`; with `move`, the file is taken over instead of copied.
+
+    `digest`: the file's size and SHA-256 when the door computed them as it wrote the file (the
+    DIMSE receive loop does), so the file is not read back to hash it.
 
     `expected_*`: what the door was told the object is (the C-STORE command's UIDs, the STOW-RS
     target study); an object that differs is refused.
@@ -93,7 +104,7 @@ def store_file(
     """
     expected = _Expected(expected_sop_class, expected_sop_instance, expected_study)
     try:
-        return _store_file(archive, path, origin, expected, move)
+        return _store_file(archive, path, origin, expected, move, digest)
     except errors.PergamonError as exc:
         sop_instance = exc.sop_instance_uid or expected_sop_instance or ""
         archive.bus.emit(InstanceRejectedOnIngest(sop_instance_uid=sop_instance, reason=str(exc), origin=origin))
@@ -106,6 +117,7 @@ def _store_file(
     origin: Origin,
     expected: _Expected,
     move: bool,
+    digest: Digest | None,
 ) -> StoreResult:
     # A large file's digest and flush run on another thread while this one reads and checks the
     # header: hashing and the disk wait release the GIL, so it is durable about a millisecond
@@ -115,9 +127,9 @@ def _store_file(
     if path.stat().st_size < INLINE_DIGEST_BELOW:
         with open(path, "rb") as fp:
             checked = _read_and_check(fp, expected)
-        digested = _digest_now(archive, path, move)
+        digested = _digest_now(archive, path, move, digest)
     else:
-        digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move)
+        digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move, digest)
         try:
             with open(path, "rb") as fp:
                 checked = _read_and_check(fp, expected)
@@ -131,7 +143,7 @@ def _store_file(
 
 
 def _keep(
-    archive: Archive, path: Path, origin: Origin, checked: _Checked, digested: Future[tuple[int, str]], move: bool
+    archive: Archive, path: Path, origin: Origin, checked: _Checked, digested: Future[Digest], move: bool
 ) -> StoreResult:
     """Put the checked object in the blob store and the index (as the duplicate policy says), durably."""
     record, transfer_syntax = checked.record, checked.transfer_syntax
@@ -271,25 +283,26 @@ def _uids_of(header: Dataset) -> tuple[str, str]:
         return "", ""
 
 
-def _digest_now(archive: Archive, path: Path, move: bool) -> Future[tuple[int, str]]:
+def _digest_now(archive: Archive, path: Path, move: bool, known: Digest | None) -> Future[Digest]:
     """`_digest_and_presync` on this thread, as a finished Future (as if a pool thread had run it)."""
-    done: Future[tuple[int, str]] = Future()
+    done: Future[Digest] = Future()
     try:
-        done.set_result(_digest_and_presync(archive, path, move))
+        done.set_result(_digest_and_presync(archive, path, move, known))
     except Exception as exc:  # kept for `.result()`: raised where a pool thread's would be
         done.set_exception(exc)
     return done
 
 
-def _digest_and_presync(archive: Archive, path: Path, move: bool) -> tuple[int, str]:
-    """Size and SHA-256 of the file; a file to be moved into the blob store is flushed first.
+def _digest_and_presync(archive: Archive, path: Path, move: bool, known: Digest | None) -> Digest:
+    """Size and SHA-256 of the file (`known` when the door gave them); a file to be moved into
+    the blob store is flushed first.
 
     The flush comes first because it waits without the GIL from its start, while the caller's
     thread still holds it for the header; the hashing after it may have to wait for the GIL.
     """
     if move:
         archive.blobs.presync(path)
-    return _size_and_digest(path)
+    return known if known is not None else _size_and_digest(path)
 
 
 def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: Dataset) -> None:
@@ -366,7 +379,7 @@ def _truncated(elem: RawDataElement | DataElement, size: int) -> errors.InvalidD
     return errors.InvalidDataset(f"truncated file: it ends inside {elem.tag}{detail}")
 
 
-def _size_and_digest(path: Path) -> tuple[int, str]:
+def _size_and_digest(path: Path) -> Digest:
     """Size and SHA-256 of the file, read in 1 MiB chunks (memory stays flat for any size)."""
     digest = hashlib.sha256()
     size = 0
@@ -374,4 +387,4 @@ def _size_and_digest(path: Path) -> tuple[int, str]:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return size, digest.hexdigest()
+    return Digest(size, digest.hexdigest())

@@ -36,6 +36,7 @@ class StoreDelegate(Protocol):
         expected_sop_instance: str | None,
         expected_study: str | None,
         move: bool,
+        digest: ingest.Digest | None,
     ) -> ingest.StoreResult | None: ...
 
 
@@ -91,10 +92,13 @@ class Archive:
         expected_sop_instance: str | None = None,
         expected_study: str | None = None,
         move: bool = False,
+        digest: ingest.Digest | None = None,
     ) -> ingest.StoreResult:
         """Store one Part-10 file durably; see `ingest.store_file`. Runs in a store worker when there is one."""
         if self.store_delegate is not None:
-            result = self.store_delegate(path, origin, expected_sop_class, expected_sop_instance, expected_study, move)
+            result = self.store_delegate(
+                path, origin, expected_sop_class, expected_sop_instance, expected_study, move, digest
+            )
             if result is not None:
                 return result
         return ingest.store_file(
@@ -105,6 +109,7 @@ class Archive:
             expected_sop_instance=expected_sop_instance,
             expected_study=expected_study,
             move=move,
+            digest=digest,
         )
 
     def counts(self) -> dict[str, int]:

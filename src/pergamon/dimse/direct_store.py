@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import select
@@ -38,7 +39,7 @@ import ssl
 import struct
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from pergamon.archive import errors
+from pergamon.archive.ingest import Digest
 from pergamon.archive.origin import Origin
 from pergamon.dimse import fastpath, store, store_workers
 
@@ -255,6 +257,12 @@ class _Incoming:
     refused: errors.PergamonError | None = None
     """Set when the temporary file could not be written: the data set is then read and dropped,
     and the C-STORE refused (Out of Resources on a full disk), the association going on."""
+    sha256: Any = field(default_factory=hashlib.sha256)
+    """The file's SHA-256 so far, hashed as it is written: the core need not read the file back."""
+    size: int = 0
+
+    def digest(self) -> Digest:
+        return Digest(self.size, self.sha256.hexdigest())
 
 
 class Session:
@@ -429,6 +437,9 @@ class Session:
         except OSError as exc:
             incoming.refused = _write_error(exc)
             _drop_file(incoming)
+            return
+        incoming.sha256.update(data)
+        incoming.size += len(data)
 
     def _store(self, incoming: _Incoming) -> None:
         """Hand the complete file to the core, then answer: success only once it is durable."""
@@ -440,7 +451,12 @@ class Session:
             os.close(incoming.fd)
             try:
                 status, comment = store.store_received(
-                    self.archive, incoming.path, self.origin, incoming.sop_class, incoming.sop_instance
+                    self.archive,
+                    incoming.path,
+                    self.origin,
+                    incoming.sop_class,
+                    incoming.sop_instance,
+                    digest=incoming.digest(),
                 )
             finally:
                 with contextlib.suppress(FileNotFoundError):  # moved into the blob store on success

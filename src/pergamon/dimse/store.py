@@ -19,6 +19,7 @@ from pynetdicom.events import Event
 
 from pergamon.archive import errors
 from pergamon.archive.events import InstanceRejectedOnIngest
+from pergamon.archive.ingest import Digest
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
 from pergamon.dimse.status import (
@@ -62,10 +63,19 @@ def handle_store(event: Event, archive: Archive) -> int | Dataset:
     return SUCCESS if status == SUCCESS else status_dataset(status, comment)
 
 
-def store_received(archive: Archive, path: Path, origin: Origin, sop_class: str, sop_instance: str) -> tuple[int, str]:
+def store_received(
+    archive: Archive,
+    path: Path,
+    origin: Origin,
+    sop_class: str,
+    sop_instance: str,
+    *,
+    digest: Digest | None = None,
+) -> tuple[int, str]:
     """Hand a received file (moved, not copied) to the core; the C-STORE status and error comment.
 
-    Shared by pynetdicom's C-STORE event and `direct_store`'s own receive loop.
+    Shared by pynetdicom's C-STORE event and `direct_store`'s own receive loop (which hashed the
+    file as it wrote it: `digest`).
     """
     try:
         result = archive.store_file(
@@ -74,6 +84,7 @@ def store_received(archive: Archive, path: Path, origin: Origin, sop_class: str,
             expected_sop_class=sop_class,
             expected_sop_instance=sop_instance,
             move=True,
+            digest=digest,
         )
     except errors.PergamonError as exc:
         status = status_for(exc, STORE_ERRORS, STORE_PROCESSING_FAILURE)

@@ -20,7 +20,7 @@ is replaced (at most every RESTART_DELAY seconds); the associations it held end 
 
 The channel carries pickled tuples, one per SEQPACKET message (both ends are this module):
 main -> worker: ("settings", Settings), ("serve", id, StorageAssociation) + the socket, ("abort", id),
-("store", id, path, origin, sop class, sop instance, study, move), ("stop",);
+("store", id, path, origin, sop class, sop instance, study, move, digest), ("stop",);
 worker -> main: ("ready",), ("event", event), ("ended", id, outcome), ("stored", id, result or error).
 
 The pool is also the archive's `store_delegate`: every `Archive.store_file` of the main process
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pergamon.archive.events import EventBus
-    from pergamon.archive.ingest import StoreResult
+    from pergamon.archive.ingest import Digest, StoreResult
     from pergamon.config import Settings
     from pergamon.dimse.direct_store import StorageAssociation
 
@@ -288,6 +288,7 @@ class StoreWorkers:
         expected_sop_instance: str | None,
         expected_study: str | None,
         move: bool,
+        digest: Digest | None = None,
     ) -> StoreResult | None:
         """`Archive.store_delegate`: the store done by a worker; None when none runs (store here then).
 
@@ -302,7 +303,17 @@ class StoreWorkers:
             return None
         try:
             worker.send(
-                ("store", rid, str(path), origin, expected_sop_class, expected_sop_instance, expected_study, move)
+                (
+                    "store",
+                    rid,
+                    str(path),
+                    origin,
+                    expected_sop_class,
+                    expected_sop_instance,
+                    expected_study,
+                    move,
+                    digest,
+                )
             )
         except OSError:
             worker.sessions.pop(rid, None)
@@ -492,6 +503,7 @@ def worker_main(channel_fd: int) -> None:
         sop_instance: str | None,
         study: str | None,
         move: bool,
+        digest: Digest | None,
     ) -> None:
         try:
             reply: Any = archive.store_file(
@@ -501,6 +513,7 @@ def worker_main(channel_fd: int) -> None:
                 expected_sop_instance=sop_instance,
                 expected_study=study,
                 move=move,
+                digest=digest,
             )
         except errors.PergamonError as exc:
             reply = exc

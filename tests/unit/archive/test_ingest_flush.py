@@ -112,3 +112,25 @@ def test_a_refused_object_is_not_moved_and_its_flush_is_over(
     assert [p for p in archive.settings.blob_path.rglob("*") if p.is_file()] == []
     assert archive.counts()["instances"] == 0
 
+
+
+@SIZES
+def test_a_digest_from_the_door_is_indexed_without_reading_the_file_back(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DIMSE receive loop hashes as it writes; the core then only flushes the file."""
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=size)[0]
+    data = sample.path.read_bytes()
+    given = ingest.Digest(len(data), hashlib.sha256(data).hexdigest())
+
+    def read_back(path: Path) -> ingest.Digest:
+        raise AssertionError(f"{path} was read back to hash it")
+
+    monkeypatch.setattr(ingest, "_size_and_digest", read_back)
+    archive.store_file(sample.path, Origin.from_import("test"), move=True, digest=given)
+
+    assert [name for name, _, _ in store.calls] == ["presync", "presync done", "put_file"]
+    with archive.db.read() as conn:
+        row = conn.execute(select(instance.c.size, instance.c.sha256)).one()
+    assert (row.size, row.sha256) == given
