@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -159,13 +160,14 @@ class Receiver:
         separator = "&" if "?" in POSTGRES_URL else "?"
         return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the receiver process and its descendants (store workers) used so far."""
+    def cpu_seconds(self, *, system_only: bool = False) -> float:
+        """User + system CPU time the receiver process and its descendants (store workers) used so
+        far; with `system_only`, the kernel's part alone (file writes, flushes, sockets)."""
         from peers import tree_cpu
 
         proc = self.orthanc.proc if self.orthanc is not None else self.proc
         assert proc is not None
-        return tree_cpu(proc.pid)
+        return tree_cpu(proc.pid, system_only=system_only)
 
     def main_cpu_seconds(self) -> float:
         """User + system CPU time of the receiver's main process alone (without its store workers)."""
@@ -251,6 +253,12 @@ def send_stow(http_port: int, parts: list[list[Path]], batch: int) -> float:
     return send_stow_requests(http_port, "/dicom-web/studies", [stow_requests(part, batch) for part in parts])
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children: the storescu senders (STOW-RS clients are threads)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
@@ -277,7 +285,9 @@ def main() -> None:
                     try:
                         send(receiver.port, [warm_up])
                         cpu0 = receiver.cpu_seconds()
+                        sys0 = receiver.cpu_seconds(system_only=True)
                         main0 = receiver.main_cpu_seconds()
+                        client0 = _children_cpu()
                         parts = split(files, k)
                         if args.shuffle:
                             for part in parts:
@@ -287,7 +297,9 @@ def main() -> None:
                         else:
                             elapsed = send(receiver.port, parts)
                         cpu = receiver.cpu_seconds() - cpu0
+                        sys_cpu = receiver.cpu_seconds(system_only=True) - sys0
                         main_cpu = receiver.main_cpu_seconds() - main0
+                        client_cpu = _children_cpu() - client0
                     finally:
                         receiver.stop()
                 rate = count / elapsed
@@ -295,7 +307,8 @@ def main() -> None:
                 cpus.setdefault((target, k), []).append(cpu * 1000 / count)
                 print(
                     f"round {rnd + 1} {target:22s} {k} assoc: {rate:7.1f} inst/s, receiver CPU "
-                    f"{cpu * 1000 / count:5.2f} ms/inst ({main_cpu * 1000 / count:5.2f} in the main process)",
+                    f"{cpu * 1000 / count:5.2f} ms/inst ({main_cpu * 1000 / count:5.2f} in the main process, "
+                    f"{sys_cpu * 1000 / count:5.2f} in the kernel); senders {client_cpu * 1000 / count:5.2f} ms/inst",
                     flush=True,
                 )
     print("\nmedians (inst/s):")

@@ -66,8 +66,9 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system, with reaped children's) of `pid` and its live descendants."""
+def tree_cpu(pid: int, *, system_only: bool = False) -> float:
+    """CPU seconds (user + system, with reaped children's) of `pid` and its live descendants;
+    with `system_only`, only the time spent in the kernel on their behalf."""
     total = 0
     for p in tree_pids(pid):
         try:
@@ -75,7 +76,7 @@ def tree_cpu(pid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+        total += sum(int(fields[i]) for i in ((12, 14) if system_only else (11, 12, 13, 14)))
     return total / os.sysconf("SC_CLK_TCK")
 
 
