@@ -70,7 +70,10 @@ def index_counts(settings: Settings) -> dict[str, int]:
             result = {
                 name: conn.execute(select(func.count()).select_from(table)).scalar_one()
                 for name, table in (
-                    ("patients", patient), ("studies", study), ("series", series), ("instances", instance)
+                    ("patients", patient),
+                    ("studies", study),
+                    ("series", series),
+                    ("instances", instance),
                 )
             }
             result["sum(series.num_instances)"] = conn.execute(select(func.sum(series.c.num_instances))).scalar() or 0
@@ -112,12 +115,20 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
         time.sleep(0.02)
 
 
+def unfinished_transfers(settings: Settings) -> list[str]:
+    """Files of transfers not (yet) stored: in the temporary folder, or blobs no index row points at
+    (the DIMSE receive loop writes a data set straight into its blob)."""
+    indexed = {row.blob_key for row in index_instances(settings).values()}
+    return temp_leftovers(settings) + sorted(blob_files(settings) - indexed)
+
+
 def assert_no_temp_leftovers(settings: Settings, timeout: float = 5.0) -> None:
-    """The temporary folder empties (transfers are moved or removed) once associations are over."""
+    """Nothing of an unfinished transfer stays once associations are over: the temporary folder
+    empties and every blob file is indexed (transfers are stored or removed)."""
     try:
-        wait_for(lambda: not temp_leftovers(settings), timeout, "an empty temporary folder")
+        wait_for(lambda: not unfinished_transfers(settings), timeout, "no unfinished transfer left")
     except AssertionError:
-        raise AssertionError(f"left in {settings.server.data_dir / 'tmp'}: {temp_leftovers(settings)}") from None
+        raise AssertionError(f"left of unfinished transfers: {unfinished_transfers(settings)}") from None
 
 
 def assert_blobs_match_index(settings: Settings, *, max_orphans: int = 0) -> dict[str, IndexedInstance]:

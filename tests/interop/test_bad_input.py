@@ -41,7 +41,7 @@ from store_checks import (
     index_instances,
     keep_socket,
     pdata_tf,
-    temp_leftovers,
+    unfinished_transfers,
     wait_for,
     write_part10,
 )
@@ -255,7 +255,7 @@ def test_dropped_connection_mid_store_leaves_nothing(tmp_path: Path, database_ur
             raw.sendall(command + data[: len(data) // 2 + 7])  # 7 bytes into a P-DATA-TF PDU
         else:
             raw.sendall(command + data[:6])  # a PDU header announcing data that never comes
-        wait_for(lambda: temp_leftovers(settings), 10, "the server to start receiving the data set")
+        wait_for(lambda: unfinished_transfers(settings), 10, "the server to start receiving the data set")
         if reset:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.close()

@@ -40,6 +40,8 @@ from store_checks import (
     index_instances,
     keep_socket,
     pdata_tf,
+    temp_leftovers,
+    unfinished_transfers,
     wait_for,
 )
 
@@ -246,7 +248,8 @@ def test_release_in_the_middle_of_a_data_set_aborts_and_keeps_nothing(start_serv
     )
     body = encode(ds, False, True)
     _raw_after_command(assoc, pdata_tf(context_id, 0x03, command) + pdata_tf(context_id, 0x00, body[:1000]))
-    wait_for(lambda: list((app.settings.server.data_dir / "tmp").iterdir()), 10, "the data set to start arriving")
+    wait_for(lambda: unfinished_transfers(app.settings), 10, "the data set to start arriving")
+    assert temp_leftovers(app.settings) == [], "the data set is written straight into its blob"
     _raw_after_command(assoc, b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-RELEASE-RQ
     wait_ended(assoc)
     assert assoc.is_aborted

@@ -82,11 +82,15 @@ def store_file(
     expected_study: str | None = None,
     move: bool = False,
     digest: Digest | None = None,
+    blob_key: str | None = None,
 ) -> StoreResult:
     """Store the Part-10 file at `path`; with `move`, the file is taken over instead of copied.
 
     `digest`: the file's size and SHA-256 when the door computed them as it wrote the file (the
     DIMSE receive loop does), so the file is not read back to hash it.
+    `blob_key`: `path` already is that blob, written in place by the door (`BlobStore.reserve_local`):
+    it is flushed where it is, with no move. Such a file is then either the stored object's blob or
+    deleted before this returns or raises.
 
     `expected_*`: what the door was told the object is (the C-STORE command's UIDs, the STOW-RS
     target study); an object that differs is refused.
@@ -103,8 +107,9 @@ def store_file(
         errors.StorageFull: no space left for it.
     """
     expected = _Expected(expected_sop_class, expected_sop_instance, expected_study)
+    arrival = _Arrival(move or blob_key is not None, digest, blob_key)
     try:
-        return _store_file(archive, path, origin, expected, move, digest)
+        return _store_file(archive, path, origin, expected, arrival)
     except errors.PergamonError as exc:
         sop_instance = exc.sop_instance_uid or expected_sop_instance or ""
         archive.bus.emit(InstanceRejectedOnIngest(sop_instance_uid=sop_instance, reason=str(exc), origin=origin))
@@ -116,34 +121,43 @@ def _store_file(
     path: Path,
     origin: Origin,
     expected: _Expected,
-    move: bool,
-    digest: Digest | None,
+    arrival: _Arrival,
 ) -> StoreResult:
     # A large file's digest and flush run on another thread while this one reads and checks the
     # header: hashing and the disk wait release the GIL, so it is durable about a millisecond
     # sooner. A small file's are done here after the header (`INLINE_DIGEST_BELOW`). Either way
     # the move into the blob store waits for the header: pydicom reads a deferred (large) value
     # again by the file's name.
-    if path.stat().st_size < INLINE_DIGEST_BELOW:
-        with open(path, "rb") as fp:
-            checked = _read_and_check(fp, expected)
-        digested = _digest_now(archive, path, move, digest)
-    else:
-        digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, move, digest)
-        try:
+    try:
+        if path.stat().st_size < INLINE_DIGEST_BELOW:
             with open(path, "rb") as fp:
                 checked = _read_and_check(fp, expected)
-        finally:
-            wait([digested])
+            digested = _digest_now(archive, path, arrival)
+        else:
+            digested = DIGEST_THREADS.pool().submit(_digest_and_presync, archive, path, arrival)
+            try:
+                with open(path, "rb") as fp:
+                    checked = _read_and_check(fp, expected)
+            finally:
+                wait([digested])
+    except BaseException:
+        _drop_in_place(archive, arrival)
+        raise
     try:
-        return _keep(archive, path, origin, checked, digested, move)
+        return _keep(archive, path, origin, checked, digested, arrival)
     except errors.PergamonError as exc:
         exc.about(checked.sop_class, checked.sop_instance)
         raise
 
 
+def _drop_in_place(archive: Archive, arrival: _Arrival) -> None:
+    """Delete a blob the door wrote in place for an object that is not kept (refused, ignored, failed)."""
+    if arrival.blob_key is not None:
+        archive.blobs.delete(arrival.blob_key)
+
+
 def _keep(
-    archive: Archive, path: Path, origin: Origin, checked: _Checked, digested: Future[Digest], move: bool
+    archive: Archive, path: Path, origin: Origin, checked: _Checked, digested: Future[Digest], arrival: _Arrival
 ) -> StoreResult:
     """Put the checked object in the blob store and the index (as the duplicate policy says), durably."""
     record, transfer_syntax = checked.record, checked.transfer_syntax
@@ -151,17 +165,24 @@ def _keep(
     study_uid, series_uid = checked.study_uid, checked.series_uid
 
     policy: DuplicatePolicy = archive.settings.dicom.duplicate_policy  # type: ignore[assignment]
-    if policy != "replace":
-        with archive.db.read() as conn:
-            exists = find_instance(conn, sop_instance) is not None
-        if exists and policy == "ignore":
-            log.info("duplicate %s ignored (policy ignore)", sop_instance)
-            return StoreResult(StoreOutcome.DUPLICATE_IGNORED, sop_class, sop_instance, study_uid, series_uid)
-        if exists:
-            raise errors.Conflict(f"SOP Instance already stored (duplicate policy reject): {sop_instance}")
-
-    size, digest = digested.result()
-    key = archive.blobs.put_file(path, move=move, presynced=move)
+    try:
+        if policy != "replace":
+            with archive.db.read() as conn:
+                exists = find_instance(conn, sop_instance) is not None
+            if exists and policy == "ignore":
+                log.info("duplicate %s ignored (policy ignore)", sop_instance)
+                _drop_in_place(archive, arrival)
+                return StoreResult(StoreOutcome.DUPLICATE_IGNORED, sop_class, sop_instance, study_uid, series_uid)
+            if exists:
+                raise errors.Conflict(f"SOP Instance already stored (duplicate policy reject): {sop_instance}")
+        size, digest = digested.result()
+        if arrival.blob_key is not None:
+            key = arrival.blob_key
+        else:
+            key = archive.blobs.put_file(path, move=arrival.move, presynced=arrival.move)
+    except BaseException:
+        _drop_in_place(archive, arrival)
+        raise
     blob = BlobInfo(key=key, size=size, sha256=digest, transfer_syntax=transfer_syntax)
     try:
         with archive.db.write() as conn:
@@ -197,6 +218,14 @@ class _Checked(NamedTuple):
     sop_instance: str
     study_uid: str
     series_uid: str
+
+
+class _Arrival(NamedTuple):
+    """How the file reached the core: to be moved (else copied), already hashed, already in place."""
+
+    move: bool
+    digest: Digest | None
+    blob_key: str | None
 
 
 class _Expected(NamedTuple):
@@ -283,26 +312,28 @@ def _uids_of(header: Dataset) -> tuple[str, str]:
         return "", ""
 
 
-def _digest_now(archive: Archive, path: Path, move: bool, known: Digest | None) -> Future[Digest]:
+def _digest_now(archive: Archive, path: Path, arrival: _Arrival) -> Future[Digest]:
     """`_digest_and_presync` on this thread, as a finished Future (as if a pool thread had run it)."""
     done: Future[Digest] = Future()
     try:
-        done.set_result(_digest_and_presync(archive, path, move, known))
+        done.set_result(_digest_and_presync(archive, path, arrival))
     except Exception as exc:  # kept for `.result()`: raised where a pool thread's would be
         done.set_exception(exc)
     return done
 
 
-def _digest_and_presync(archive: Archive, path: Path, move: bool, known: Digest | None) -> Digest:
-    """Size and SHA-256 of the file (`known` when the door gave them); a file to be moved into
-    the blob store is flushed first.
+def _digest_and_presync(archive: Archive, path: Path, arrival: _Arrival) -> Digest:
+    """Size and SHA-256 of the file (as the door gave them, if it did); a file to be moved into
+    the blob store is flushed first, one written in place is made durable where it is.
 
     The flush comes first because it waits without the GIL from its start, while the caller's
     thread still holds it for the header; the hashing after it may have to wait for the GIL.
     """
-    if move:
+    if arrival.blob_key is not None:
+        archive.blobs.settle(arrival.blob_key)
+    elif arrival.move:
         archive.blobs.presync(path)
-    return known if known is not None else _size_and_digest(path)
+    return arrival.digest if arrival.digest is not None else _size_and_digest(path)
 
 
 def _check_complete(fp: BinaryIO, transfer_syntax: UID, header: Dataset) -> None:

@@ -37,6 +37,7 @@ class StoreDelegate(Protocol):
         expected_study: str | None,
         move: bool,
         digest: ingest.Digest | None,
+        blob_key: str | None,
     ) -> ingest.StoreResult | None: ...
 
 
@@ -93,11 +94,12 @@ class Archive:
         expected_study: str | None = None,
         move: bool = False,
         digest: ingest.Digest | None = None,
+        blob_key: str | None = None,
     ) -> ingest.StoreResult:
         """Store one Part-10 file durably; see `ingest.store_file`. Runs in a store worker when there is one."""
         if self.store_delegate is not None:
             result = self.store_delegate(
-                path, origin, expected_sop_class, expected_sop_instance, expected_study, move, digest
+                path, origin, expected_sop_class, expected_sop_instance, expected_study, move, digest, blob_key
             )
             if result is not None:
                 return result
@@ -110,6 +112,7 @@ class Archive:
             expected_study=expected_study,
             move=move,
             digest=digest,
+            blob_key=blob_key,
         )
 
     def counts(self) -> dict[str, int]:

@@ -14,9 +14,11 @@ and A-ABORT. This module then takes the socket over in the DUL thread, right aft
 A-ASSOCIATE-AC went out (state Sta6), and handles exactly that traffic (PS3.8 9.3.5-9.3.8 for the
 PDUs, PS3.7 6.3.1 and E.1 for message fragments and command sets):
 
-* each data set streams from the socket into a temporary file in the archive's own folder, with
-  the same File Meta pynetdicom writes, then goes to the core exactly as `store.handle_store`
-  hands it over; the C-STORE-RSP is sent only when the core returned (object fsynced, indexed);
+* each data set streams from the socket into a file with the same File Meta pynetdicom writes,
+  hashed as it is written: straight into a new blob of the blob store when it has local files
+  (the core then flushes it where it is), else a temporary file in the archive's own folder. It
+  then goes to the core as `store.handle_store` hands it over; the C-STORE-RSP is sent only when
+  the core returned (object fsynced, indexed); a blob the core did not keep, it deleted;
 * anything else (another DIMSE command, a PDU out of place, a malformed PDU) is answered with an
   A-ABORT, and a data set cut short is deleted: nothing unacknowledged is kept;
 * a local abort (graceful stop, network timeout) arrives as pynetdicom's A-ABORT primitive and
@@ -254,6 +256,8 @@ class _Incoming:
     sop_instance: str
     fd: int
     path: Path | None
+    blob_key: str | None = None
+    """Set when `path` is the blob itself, written in place (`BlobStore.reserve_local`)."""
     refused: errors.PergamonError | None = None
     """Set when the temporary file could not be written: the data set is then read and dropped,
     and the C-STORE refused (Out of Resources on a full disk), the association going on."""
@@ -421,12 +425,23 @@ class Session:
             raise _Abort(ABORT_INVALID_PARAMETER, "C-STORE-RQ without Affected SOP Class or Instance UID")
         transfer_syntax = self.contexts[context_id]
         try:
-            fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.archive.temp_dir)
+            fd, path, blob_key = self._new_file()
         except OSError as exc:
-            self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, -1, None, _write_error(exc))
+            refused = _write_error(exc)
+            self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, -1, None, refused=refused)
             return
-        self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, fd, Path(name))
+        self.incoming = _Incoming(context_id, message_id, sop_class, sop_instance, fd, path, blob_key)
         self._write(self.incoming, _file_header(sop_class, sop_instance, transfer_syntax))
+
+    def _new_file(self) -> tuple[int, Path, str | None]:
+        """Where the data set is written: straight into a new blob when the store has local files
+        (no move or second folder flush later), else a temporary file. Open for writing, and its key."""
+        reserved = self.archive.blobs.reserve_local()
+        if reserved is None:
+            fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.archive.temp_dir)
+            return fd, Path(name), None
+        key, path = reserved
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path, key
 
     def _write(self, incoming: _Incoming, data: memoryview | bytes) -> None:
         """Append to the temporary file; a failed write drops the file and marks the C-STORE refused."""
@@ -457,10 +472,12 @@ class Session:
                     incoming.sop_class,
                     incoming.sop_instance,
                     digest=incoming.digest(),
+                    blob_key=incoming.blob_key,
                 )
             finally:
-                with contextlib.suppress(FileNotFoundError):  # moved into the blob store on success
-                    incoming.path.unlink()
+                if incoming.blob_key is None:  # a blob written in place is the core's: kept or deleted
+                    with contextlib.suppress(FileNotFoundError):  # moved into the blob store on success
+                        incoming.path.unlink()
         self._respond(
             incoming.context_id,
             C_STORE_RSP,

@@ -71,11 +71,12 @@ def store_received(
     sop_instance: str,
     *,
     digest: Digest | None = None,
+    blob_key: str | None = None,
 ) -> tuple[int, str]:
     """Hand a received file (moved, not copied) to the core; the C-STORE status and error comment.
 
-    Shared by pynetdicom's C-STORE event and `direct_store`'s own receive loop (which hashed the
-    file as it wrote it: `digest`).
+    Shared by pynetdicom's C-STORE event and `direct_store`'s own receive loop, which hashed the
+    file as it wrote it (`digest`) and may have written it in place as blob `blob_key`.
     """
     try:
         result = archive.store_file(
@@ -85,6 +86,7 @@ def store_received(
             expected_sop_instance=sop_instance,
             move=True,
             digest=digest,
+            blob_key=blob_key,
         )
     except errors.PergamonError as exc:
         status = status_for(exc, STORE_ERRORS, STORE_PROCESSING_FAILURE)

@@ -20,7 +20,8 @@ is replaced (at most every RESTART_DELAY seconds); the associations it held end 
 
 The channel carries pickled tuples, one per SEQPACKET message (both ends are this module):
 main -> worker: ("settings", Settings), ("serve", id, StorageAssociation) + the socket, ("abort", id),
-("store", id, path, origin, sop class, sop instance, study, move, digest), ("stop",);
+("store", id, path, origin, sop class, sop instance, study, move, digest, blob key),
+("stop",);
 worker -> main: ("ready",), ("event", event), ("ended", id, outcome), ("stored", id, result or error).
 
 The pool is also the archive's `store_delegate`: every `Archive.store_file` of the main process
@@ -289,6 +290,7 @@ class StoreWorkers:
         expected_study: str | None,
         move: bool,
         digest: Digest | None = None,
+        blob_key: str | None = None,
     ) -> StoreResult | None:
         """`Archive.store_delegate`: the store done by a worker; None when none runs (store here then).
 
@@ -313,6 +315,7 @@ class StoreWorkers:
                     expected_study,
                     move,
                     digest,
+                    blob_key,
                 )
             )
         except OSError:
@@ -504,6 +507,7 @@ def worker_main(channel_fd: int) -> None:
         study: str | None,
         move: bool,
         digest: Digest | None,
+        blob_key: str | None,
     ) -> None:
         try:
             reply: Any = archive.store_file(
@@ -514,6 +518,7 @@ def worker_main(channel_fd: int) -> None:
                 expected_study=study,
                 move=move,
                 digest=digest,
+                blob_key=blob_key,
             )
         except errors.PergamonError as exc:
             reply = exc

@@ -35,6 +35,13 @@ class MediaBlobStore:
     def presync(self, source: Path) -> None:
         """Nothing is written to the media, so nothing is flushed."""
 
+    def reserve_local(self) -> tuple[str, Path] | None:
+        """Nothing is written to the media: no blob can be reserved on it."""
+        return None
+
+    def settle(self, key: str) -> None:
+        raise errors.NotAuthorized(f"the media {self.root} is read-only: nothing can be stored")
+
     def open(self, key: str) -> BinaryIO:
         return open(self._resolve(key), "rb")
 

@@ -27,6 +27,19 @@ class BlobStore(Protocol):
         """
         ...
 
+    def reserve_local(self) -> tuple[str, Path] | None:
+        """A new key and the local path where the caller may write that blob itself, or None when
+        this store has no local files; the caller then hands it over with `settle`, or deletes it.
+
+        Lets a door write a received object straight to its final place: no move, no second
+        folder flush (`dimse.direct_store`).
+        """
+        ...
+
+    def settle(self, key: str) -> None:
+        """Make a blob written in place at `reserve_local`'s path durable: its bytes and its name."""
+        ...
+
     def open(self, key: str) -> BinaryIO:
         """Open the blob for reading. Raises FileNotFoundError if it is gone."""
         ...

@@ -3,7 +3,9 @@
 Layout: ``<root>/<aa>/<bb>/<uuid>.dcm``, two levels of 256 folders so no folder grows huge.
 A put writes (or moves) into the final folder under a temporary name, fsyncs the file, renames
 it into place and fsyncs the folder, so a crash leaves either nothing or a whole file; the
-index commit that follows is what makes the object part of the archive.
+index commit that follows is what makes the object part of the archive. A door may instead write
+a blob in place (`reserve_local`, then `settle`): a crash then can leave a partial file under a
+final name, but no index row points at it and the orphan sweep after an unclean stop removes it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,27 @@ class FilesystemBlobStore:
                 raise StorageFull(f"blob store {self.root} is full") from exc
             raise
         return key
+
+    def reserve_local(self) -> tuple[str, Path] | None:
+        key = self._new_key()
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return key, final
+
+    def settle(self, key: str) -> None:
+        # No rename follows, so both flushes can go in a row: a crash before the index commit
+        # leaves an unreferenced blob, which the orphan sweep removes. The folder flush after the
+        # file's costs little: the file's flush has usually committed the new name already.
+        if not self.fsync:
+            return
+        path = self.root / key
+        try:
+            _fsync_path(path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left to flush {path.name}") from exc
+            raise
 
     def presync(self, source: Path) -> None:
         if not self.fsync:

@@ -24,6 +24,13 @@ class MemoryBlobStore:
     def presync(self, source: Path) -> None:
         """Nothing to flush: the bytes are kept in memory."""
 
+    def reserve_local(self) -> tuple[str, Path] | None:
+        """No local files: doors write to a temporary file and `put_file` it."""
+        return None
+
+    def settle(self, key: str) -> None:
+        raise NotImplementedError("a memory blob store reserves no local blobs")
+
     def open(self, key: str) -> BinaryIO:
         try:
             return io.BytesIO(self.blobs[key])

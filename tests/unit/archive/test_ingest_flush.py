@@ -10,6 +10,7 @@ object is neither moved nor left with a flush still running when `store_file` re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -48,6 +49,16 @@ class RecordingStore(FilesystemBlobStore):
         with self.lock:
             self.calls.append(("put_file", source.exists(), presynced))
         return super().put_file(source, move=move, presynced=presynced)
+
+    def settle(self, key: str) -> None:
+        with self.lock:
+            self.calls.append(("settle", (self.root / key).exists(), False))
+        super().settle(key)
+
+    def delete(self, key: str) -> None:
+        with self.lock:
+            self.calls.append(("delete", (self.root / key).exists(), False))
+        super().delete(key)
 
 
 SIZES = pytest.mark.parametrize("size", [64, 512], ids=["inline", "threaded"])
@@ -134,3 +145,71 @@ def test_a_digest_from_the_door_is_indexed_without_reading_the_file_back(
     with archive.db.read() as conn:
         row = conn.execute(select(instance.c.size, instance.c.sha256)).one()
     assert (row.size, row.sha256) == given
+
+
+def _in_place(store: RecordingStore, source: Path) -> tuple[str, Path]:
+    """`source`'s bytes written as a new blob, the way the DIMSE receive loop writes a data set."""
+    reserved = store.reserve_local()
+    assert reserved is not None
+    key, path = reserved
+    path.write_bytes(source.read_bytes())
+    return key, path
+
+
+@SIZES
+def test_a_blob_written_in_place_is_flushed_where_it_is_and_indexed_under_its_key(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, size: int
+) -> None:
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=size)[0]
+    key, path = _in_place(store, sample.path)
+
+    archive.store_file(path, Origin.from_import("test"), blob_key=key)
+
+    assert store.calls == [("settle", True, False)]  # no move, no copy, no second flush
+    with archive.db.read() as conn:
+        row = conn.execute(select(instance.c.blob_key, instance.c.sha256)).one()
+    assert row.blob_key == key
+    assert row.sha256 == hashlib.sha256(sample.path.read_bytes()).hexdigest()
+    assert path.read_bytes() == sample.path.read_bytes()
+
+
+@SIZES
+def test_a_blob_written_in_place_for_a_refused_object_is_deleted(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, size: int
+) -> None:
+    archive, store = recording
+    sample = samples.ct_series(tmp_path / "in", 1, size=size)[0]
+    key, path = _in_place(store, sample.path)
+
+    with pytest.raises(errors.SOPInstanceMismatch):
+        archive.store_file(path, Origin.from_import("test"), expected_sop_instance="1.2.3.4", blob_key=key)
+
+    assert not path.exists()
+    assert ("delete", True, False) in store.calls
+    assert archive.counts()["instances"] == 0
+
+
+@pytest.mark.parametrize("policy", ["ignore", "reject"])
+def test_a_blob_written_in_place_for_a_duplicate_not_kept_is_deleted(
+    recording: tuple[Archive, RecordingStore], tmp_path: Path, policy: str
+) -> None:
+    archive, store = recording
+    archive.settings = dataclasses.replace(
+        archive.settings, dicom=dataclasses.replace(archive.settings.dicom, duplicate_policy=policy)
+    )
+    sample = samples.ct_series(tmp_path / "in", 1, size=64)[0]
+    first_key, first = _in_place(store, sample.path)
+    archive.store_file(first, Origin.from_import("test"), blob_key=first_key)
+    key, path = _in_place(store, sample.path)
+
+    if policy == "reject":
+        with pytest.raises(errors.Conflict):
+            archive.store_file(path, Origin.from_import("test"), blob_key=key)
+    else:
+        archive.store_file(path, Origin.from_import("test"), blob_key=key)
+
+    assert not path.exists()
+    assert first.exists()
+    with archive.db.read() as conn:
+        assert conn.execute(select(instance.c.blob_key)).scalars().all() == [first_key]
