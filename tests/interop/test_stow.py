@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     VideoPhotographicImageStorage,
     VLPhotographicImageStorage,
 )
+from store_checks import unfinished_transfers
 
 from pergamon.archive import wic
 from pergamon.config import Settings
@@ -84,8 +85,9 @@ def failures(response: httpx.Response) -> list[tuple[str, int]]:
     return [(item.get("00081155", {}).get("Value", [""])[0], item["00081197"]["Value"][0]) for item in items]
 
 
-def leftovers(app: Pergamon) -> list[Path]:
-    return list(app.archive.temp_dir.iterdir())
+def leftovers(app: Pergamon) -> list[str]:
+    """Files of parts not stored: in the temporary folder, or blobs no index row points at."""
+    return unfinished_transfers(app.settings)
 
 
 def c_find_instances(app: Pergamon, study: str) -> set[str]:

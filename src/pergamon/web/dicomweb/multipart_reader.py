@@ -5,8 +5,9 @@ messages (RFC 2387 over RFC 2046 §5.1) whose parts may each be hundreds of mega
 and never the whole body, is held in memory: the boundary scanning is python-multipart's
 `MultipartParser` (boundary-based, so it serves `multipart/related` as well as `form-data`), and
 this module only adds what it leaves out: skipping an RFC 2046 preamble, collecting part headers,
-spooling part bodies to files in the archive's temporary folder, and refusing a body that ends
-before its closing delimiter (python-multipart's `finalize` does not check that).
+spooling part bodies to files (in the archive's temporary folder, or straight into new blobs when
+the caller reserves them), and refusing a body that ends before its closing delimiter
+(python-multipart's `finalize` does not check that).
 
 Sans-IO at its core (`MultipartReader.feed` / `finish`); `read_multipart` drives it from an ASGI
 byte stream, feeding the parser on a worker thread so disk writes never block the event loop.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +35,11 @@ MAX_HEADER_SIZE = 16 * 1024
 
 FEED_SIZE = 1 << 20
 """Bytes gathered from the network before one hand-over to the parser thread."""
+
+
+Reserve = Callable[[dict[str, str]], tuple[str, Path] | None]
+"""Given a part's headers: a new blob's key and local path to write that part's body into (a
+Part-10 instance the archive will store: no move later), or None for a temporary file."""
 
 
 class MultipartError(ValueError):
@@ -56,6 +62,10 @@ class Part:
     headers: dict[str, str]
     path: Path
     size: int = 0
+    blob_key: str | None = None
+    """Set when the body was written straight into a new blob (see `Reserve`), `path` being that blob."""
+    handed_over: bool = False
+    """Set once the file went to the core, which then keeps or deletes it; the caller must not."""
 
     @property
     def content_type(self) -> str:
@@ -93,13 +103,14 @@ class MultipartReader:
     The caller owns the part files once `finish()` returned; on any error, call `discard()`.
     """
 
-    def __init__(self, boundary: str, temp_dir: Path) -> None:
+    def __init__(self, boundary: str, temp_dir: Path, reserve: Reserve | None = None) -> None:
         # RFC 2046 §5.1.1 allows 1 to 70 characters, but Orthanc's DICOMweb plugin 1.7 sends 73
         # (two UUIDs joined by "-"); accept up to 200 rather than refuse a common peer.
         if not boundary or len(boundary) > MAX_BOUNDARY:
             raise MultipartError(f"the multipart boundary must be 1 to {MAX_BOUNDARY} characters long")
         self.boundary = boundary.encode("latin-1")
         self.temp_dir = temp_dir
+        self.reserve = reserve
         self.parts: list[Part] = []
         self._current = _Current()
         self._preamble: bytearray | None = bytearray()  # None once the first delimiter was found
@@ -186,9 +197,16 @@ class MultipartReader:
         self._current.value = bytearray()
 
     def _headers_finished(self) -> None:
-        fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.temp_dir)
+        headers = dict(self._current.headers)
+        reserved = self.reserve(headers) if self.reserve is not None else None
+        if reserved is not None:
+            key, path = reserved
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._current.part = Part(headers, path, blob_key=key)
+        else:
+            fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.temp_dir)
+            self._current.part = Part(headers, Path(name))
         self._current.file = os.fdopen(fd, "wb")
-        self._current.part = Part(dict(self._current.headers), Path(name))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         current = self._current
@@ -206,12 +224,14 @@ class MultipartReader:
         self.parts.append(current.part)
 
 
-async def read_multipart(stream: AsyncIterator[bytes], boundary: str, temp_dir: Path) -> list[Part]:
+async def read_multipart(
+    stream: AsyncIterator[bytes], boundary: str, temp_dir: Path, reserve: Reserve | None = None
+) -> list[Part]:
     """Read a whole multipart body from `stream` into part files; raises MultipartError.
 
     Nothing is left on disk when it raises (also on a client disconnect or a cancelled task).
     """
-    reader = MultipartReader(boundary, temp_dir)
+    reader = MultipartReader(boundary, temp_dir, reserve)
     try:
         pending: list[bytes] = []
         size = 0

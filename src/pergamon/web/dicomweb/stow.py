@@ -48,7 +48,13 @@ from pergamon.archive import errors, wic
 from pergamon.archive.origin import Origin
 from pergamon.archive.service import Archive
 from pergamon.process import ProcessThreads
-from pergamon.web.dicomweb.multipart_reader import MultipartError, Part, parse_content_type, read_multipart
+from pergamon.web.dicomweb.multipart_reader import (
+    MultipartError,
+    Part,
+    Reserve,
+    parse_content_type,
+    read_multipart,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,8 @@ async def _store(archive: Archive, request: Request) -> Response:
         raise HTTPException(400, "the Content-Type has no boundary parameter")
     accept_xml = _wants_xml(request.headers.get("accept", ""))
     try:
-        parts = await read_multipart(request.stream(), boundary, archive.temp_dir)
+        reserve = _reserve_instance_blobs(archive) if body_type in ("", DICOM) else None
+        parts = await read_multipart(request.stream(), boundary, archive.temp_dir, reserve)
     except MultipartError as exc:
         raise HTTPException(400, str(exc)) from exc
     except ClientDisconnect:
@@ -139,8 +146,9 @@ async def _store(archive: Archive, request: Request) -> Response:
             outcome = await run_in_threadpool(_store_part10_form, archive, parts, study, origin, base)
     finally:
         for part in parts:
-            with suppress(FileNotFoundError):
-                part.path.unlink()
+            if not part.handed_over:  # a part the core took is kept or deleted by it
+                with suppress(FileNotFoundError):
+                    part.path.unlink()
     status = 200 if not outcome.failed else 202 if outcome.stored else 409
     log.info(
         "STOW-RS %s from %s: %d part(s), %d stored, %d failed -> %d (%.2f s)",
@@ -156,6 +164,18 @@ async def _store(archive: Archive, request: Request) -> Response:
     if accept_xml:
         return Response(to_xml(response), status_code=status, media_type=DICOM_XML)
     return Response(json.dumps(response.to_json_dict()), status_code=status, media_type=DICOM_JSON)
+
+
+def _reserve_instance_blobs(archive: Archive) -> Reserve:
+    """Part-10 parts are written straight into new blobs (when the blob store has local files):
+    stored, they stay where they are; the rest are deleted like temporary files."""
+
+    def reserve(headers: dict[str, str]) -> tuple[str, Path] | None:
+        if parse_content_type(headers.get("content-type", ""))[0] not in ("", DICOM):
+            return None
+        return archive.blobs.reserve_local()
+
+    return reserve
 
 
 def _peer(request: Request) -> str:
@@ -186,7 +206,8 @@ def _store_part10_form(archive: Archive, parts: list[Part], study: str | None, o
         if part.media_type not in ("", DICOM):
             _fail(outcome, _Failed(CANNOT_UNDERSTAND, f"{part.media_type}, not {DICOM}"), f"part {index}")
         else:
-            _store_one(archive, part.path, study, origin, base, outcome, f"part {index}")
+            part.handed_over = part.blob_key is not None
+            _store_one(archive, part.path, study, origin, base, outcome, f"part {index}", blob_key=part.blob_key)
         return outcome
 
     if len(parts) == 1:
@@ -271,12 +292,21 @@ def _identity_of(item: object) -> tuple[str, str]:
 
 
 def _store_one(
-    archive: Archive, path: Path, study: str | None, origin: Origin, base: str, outcome: Outcome, what: str
+    archive: Archive,
+    path: Path,
+    study: str | None,
+    origin: Origin,
+    base: str,
+    outcome: Outcome,
+    what: str,
+    *,
+    blob_key: str | None = None,
 ) -> None:
-    """Store one Part-10 file (it is moved in); the core refuses one of another study than `study`."""
+    """Store one Part-10 file (moved in, or already in place as blob `blob_key`); the core refuses
+    one of another study than `study`."""
     try:
         try:
-            result = archive.store_file(path, origin, expected_study=study, move=True)
+            result = archive.store_file(path, origin, expected_study=study, move=True, blob_key=blob_key)
         except errors.PergamonError as exc:
             raise _failure_from(exc) from exc
         except OSError as exc:
