@@ -1,6 +1,9 @@
 """DIMSE ingest A/B: Pergamon (SQLite or PostgreSQL) vs Orthanc vs dcmtk `storescp +B`, 1 and K associations.
 
 Not the benchmark of record (see the benchmark issue's harness); a quick tool for the ingest work.
+Its Orthanc runs with the interop tests' configuration (StableAge 1, OverwriteInstances, ...), which
+ingests slower than the default one `run.py` uses: compare Pergamon with Orthanc there, and use this
+tool for Pergamon against Pergamon (`-base`).
 N CT slices (512x512, 16-bit, ~0.5 MB, one series) are split over K dcmtk `storescu` processes
 started together (one association each, TCP_NODELAY=1); the rate is N / wall time until the last
 exits. Every receiver starts empty for each run and gets one untimed warm-up instance; targets
@@ -107,6 +110,7 @@ class Receiver:
                 http_port=self.http_port,
                 modalities={},
                 dicomweb_servers={},  # loads the DICOMweb plugin (STOW-RS at /dicom-web/)
+                verbose=False,  # as run.py starts it: its verbose log costs it ingest speed
             )
             self.orthanc.start()
             return

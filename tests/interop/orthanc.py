@@ -58,6 +58,7 @@ class OrthancServer:
     `dicomweb_servers` (identifier -> base URL of a DICOMweb service) loads the DICOMweb plugin
     (`plugin`, found by `dicomweb_plugin()` if not given) with its own root at `/dicom-web/` and
     these servers as its `DicomWeb.Servers` (`/dicom-web/servers/<id>/...`); None: no plugin.
+    `verbose`: Orthanc's `--verbose` log (what the tests read on failure); benchmarks turn it off.
     """
 
     def __init__(
@@ -71,8 +72,10 @@ class OrthancServer:
         aet: str = ORTHANC_AET,
         dicomweb_servers: Mapping[str, str] | None = None,
         plugin: str | None = None,
+        verbose: bool = True,
     ) -> None:
         self.binary = binary
+        self.verbose = verbose
         self.workdir = workdir
         self.dicom_port = dicom_port
         self.http_port = http_port
@@ -146,7 +149,7 @@ class OrthancServer:
         env = {**os.environ, "TCP_NODELAY": "1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "--verbose", str(self.config_path)],
+                [self.binary, *(["--verbose"] if self.verbose else []), str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
