@@ -126,7 +126,9 @@ def query(section: dict[str, Any], title: str = "Query at scale") -> list[str]:
         "associations. Study-level queries; latency from request to the last response (C-FIND: pynetdicom "
         "SCU on an open association; C-FIND/findscu: dcmtk findscu, one process and association per query, "
         "its start-up included; QIDO-RS: one keep-alive HTTP connection), p50 and p95 over all queries of "
-        "all rounds. Every answer was checked against the expected number of matching studies.",
+        "all rounds"
+        + (", after one untimed warm-up query of each kind, protocol and peer" if section.get("warm_up") else "")
+        + ". Every answer was checked against the expected number of matching studies.",
         "",
         meta(section),
         "",
