@@ -33,10 +33,24 @@ class FilesystemBlobStore:
         name = uuid.uuid4().hex
         return f"{name[:2]}/{name[2:4]}/{name}.dcm"
 
+    def _make_folder(self, folder: Path) -> None:
+        """Create a blob's folder and its parent as needed; with fsync, each new folder's name is
+        flushed in its parent, since a folder's own flush (`settle`, `put_file`) covers only the
+        names inside it. Once per folder in the archive's life (65,536 of them)."""
+        if folder.is_dir():
+            return
+        for level in (folder.parent, folder):
+            if level.is_dir():
+                continue
+            with contextlib.suppress(FileExistsError):  # another store made it: flush it here too
+                level.mkdir()
+            if self.fsync:
+                _fsync_dir(level.parent)
+
     def put_file(self, source: Path, *, move: bool, presynced: bool = False) -> str:
         key = self._new_key()
         final = self.root / key
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(final.parent)
         # Order matters (POSIX, ext4 without data=journal): the data is fsynced before the rename
         # publishes the name, or a crash could leave the final name on a zero-length or partial
         # file; the folder is fsynced after it, or the rename itself may not survive a crash. The
@@ -65,7 +79,7 @@ class FilesystemBlobStore:
     def reserve_local(self) -> tuple[str, Path] | None:
         key = self._new_key()
         final = self.root / key
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(final.parent)
         return key, final
 
     def settle(self, key: str) -> None:
