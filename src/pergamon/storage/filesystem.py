@@ -86,16 +86,10 @@ class FilesystemBlobStore:
         # No rename follows, so both flushes can go in a row: a crash before the index commit
         # leaves an unreferenced blob, which the orphan sweep removes. The folder flush after the
         # file's costs little: the file's flush has usually committed the new name already.
-        if not self.fsync:
-            return
         path = self.root / key
-        try:
-            _fsync_path(path)
+        self.presync(path)
+        if self.fsync:
             _fsync_dir(path.parent)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(f"no space left to flush {path.name}") from exc
-            raise
 
     def presync(self, source: Path) -> None:
         if not self.fsync:

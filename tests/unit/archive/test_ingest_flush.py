@@ -166,7 +166,8 @@ def test_a_blob_written_in_place_is_flushed_where_it_is_and_indexed_under_its_ke
 
     archive.store_file(path, Origin.from_import("test"), blob_key=key)
 
-    assert store.calls == [("settle", True, False)]  # no move, no copy, no second flush
+    # flushed where it is (settle flushes the file, then its folder): no move, no copy
+    assert [name for name, _, _ in store.calls] == ["settle", "presync", "presync done"]
     with archive.db.read() as conn:
         row = conn.execute(select(instance.c.blob_key, instance.c.sha256)).one()
     assert row.blob_key == key
