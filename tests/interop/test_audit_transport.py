@@ -155,9 +155,11 @@ class Rsyslog:
         self.proc = None
 
     def received(self) -> list[dict[str, Any]]:
+        """The messages rsyslog has written so far; a last line without its newline is still being written."""
         if not self.output.exists():
             return []
-        return [json.loads(line) for line in self.output.read_text(encoding="utf-8").splitlines() if line]
+        complete = self.output.read_text(encoding="utf-8").split("\n")[:-1]
+        return [json.loads(line) for line in complete if line]
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """The received messages once there are `count` of them (or the timeout passed)."""
